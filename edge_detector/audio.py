@@ -1,0 +1,144 @@
+"""Decoding: any file soundfile can read → float32 mono in [-1, 1] at 16 kHz.
+
+This is the *one* preprocessing used by training, export calibration, benchmarks and
+the device runtime. A difference between training and deployment preprocessing is the
+most common way an edge model silently loses accuracy, so nothing else in the project
+decodes audio on its own. No normalisation, no pre-emphasis and no silence trimming:
+RawNet2 trained on ASVspoof data uses the silences (DESIGN.md section 2).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+from .errors import (
+    AudioDecodeError,
+    EmptyAudioError,
+    MissingFileError,
+    NonFiniteAudioError,
+    SilentAudioError,
+    TooLongAudioError,
+    TooShortAudioError,
+)
+from .resample import resample
+
+MODEL_SAMPLE_RATE = 16000
+#: Longest input decoded by default. A bigger file is refused *before* it is read, so a
+#: mistaken 3-hour recording cannot exhaust a Pi's memory.
+DEFAULT_MAX_SECONDS = 600.0
+#: Peak below which a signal is treated as digital silence (about -100 dBFS).
+SILENCE_PEAK = 1e-5
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono samples at the model rate plus what the source file looked like."""
+
+    samples: np.ndarray  # float32, mono, MODEL_SAMPLE_RATE
+    sample_rate: int
+    source_rate: int
+    source_channels: int
+    source_format: str
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+def to_mono_float(data: np.ndarray) -> np.ndarray:
+    """Mix channels by averaging and return float32; refuse NaN or infinite samples."""
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr.mean(axis=1, dtype=np.float64)
+    elif arr.ndim != 1:
+        raise AudioDecodeError(f"expected 1-D or 2-D audio, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        arr = arr.astype(np.float64) / float(max(abs(info.min), info.max))
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise NonFiniteAudioError("audio contains NaN or infinite samples")
+    # Float files may exceed full scale; the model was trained on [-1, 1].
+    return np.clip(arr, -1.0, 1.0)
+
+
+def prepare_array(
+    samples: np.ndarray, sample_rate: int, target_rate: int = MODEL_SAMPLE_RATE
+) -> np.ndarray:
+    """Mono-mix, validate and resample an in-memory signal (a microphone buffer, a test tone)."""
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioDecodeError(f"invalid sample rate {sample_rate!r}")
+    mono = to_mono_float(samples)
+    if mono.size == 0:
+        raise EmptyAudioError("audio has no samples")
+    return resample(mono, int(sample_rate), target_rate)
+
+
+def load_audio(
+    path: PathLike,
+    target_rate: int = MODEL_SAMPLE_RATE,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> DecodedAudio:
+    """Decode ``path`` to float32 mono at ``target_rate``.
+
+    Raises a subclass of :class:`~edge_detector.errors.AudioError` (or
+    :class:`MissingFileError`) with a one-line message naming the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioDecodeError(f"{p}: is a directory, not an audio file")
+    try:
+        info = sf.info(str(p))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioDecodeError(f"{p}: invalid header (rate {info.samplerate}, channels {info.channels})")
+    if info.frames > 0 and info.frames / info.samplerate > max_seconds:
+        raise TooLongAudioError(
+            f"{p}: {info.frames / info.samplerate:.1f} s is longer than the {max_seconds:.0f} s limit"
+        )
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
+    if data.shape[0] == 0:
+        raise EmptyAudioError(f"{p}: audio has no samples")
+    if data.shape[0] / rate > max_seconds:  # formats whose header does not state the length
+        raise TooLongAudioError(f"{p}: longer than the {max_seconds:.0f} s limit")
+    try:
+        mono = to_mono_float(data)
+    except NonFiniteAudioError:
+        raise NonFiniteAudioError(f"{p}: audio contains NaN or infinite samples") from None
+    samples = resample(mono, int(rate), target_rate)
+    return DecodedAudio(
+        samples=samples,
+        sample_rate=target_rate,
+        source_rate=int(rate),
+        source_channels=int(info.channels),
+        source_format=f"{info.format}/{info.subtype}",
+    )
+
+
+def check_scorable(samples: np.ndarray, sample_rate: int, min_seconds: float, name: str = "audio") -> None:
+    """Refuse audio that cannot give a meaningful decision: too short or digital silence."""
+    seconds = len(samples) / float(sample_rate)
+    if len(samples) == 0:
+        raise EmptyAudioError(f"{name}: audio has no samples")
+    if seconds < min_seconds:
+        raise TooShortAudioError(f"{name}: {seconds:.2f} s is shorter than the {min_seconds:.2f} s minimum")
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise SilentAudioError(f"{name}: audio is silent (peak below {SILENCE_PEAK:g})")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,276 @@
+"""The bundle: the one contract between the training side and the device.
+
+A bundle is a folder holding the ONNX model and ``manifest.json``. The manifest states
+everything the runtime must not guess: sample rate, window, pad rule, window
+combination rule, score orientation, calibration, thresholds, where the model came
+from, how it was quantized, how closely it matched PyTorch, and the sha256 of every
+file. Loading verifies the hashes and the schema and refuses anything else with a
+message that says which check failed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .errors import BundleError
+from .windows import COMBINE_RULES, WINDOW_MODES, WindowRule
+
+FORMAT_NAME = "edge-detector-bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ORIENTATION = "higher_is_bonafide"
+
+PathLike = Union[str, os.PathLike]
+
+# Required manifest fields: dotted path -> accepted types. Checked on every load.
+_NUM = (int, float)
+SCHEMA: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "format_version": (int,),
+    "model_id": (str,),
+    "model.family": (str,),
+    "model.variant": (str,),
+    "model.config": (dict,),
+    "model.parameters": (int,),
+    "onnx.file": (str,),
+    "onnx.input": (str,),
+    "onnx.output": (str,),
+    "onnx.opset": (int,),
+    "onnx.graph_optimization_level": (str,),
+    "audio.sample_rate": (int,),
+    "audio.min_seconds": _NUM,
+    "audio.max_seconds": _NUM,
+    "windows.window": (int,),
+    "windows.hop": (int,),
+    "windows.mode": (str,),
+    "windows.combine": (str,),
+    "windows.pad": (str,),
+    "score.orientation": (str,),
+    "score.kind": (str,),
+    "calibration.method": (str,),
+    "calibration.scale": _NUM,
+    "calibration.offset": _NUM,
+    "thresholds.accept": _NUM,
+    "thresholds.reject": _NUM,
+    "thresholds.on": (str,),
+    "source_checkpoint": (dict,),
+    "parity.tolerance": _NUM,
+    "files": (dict,),
+}
+GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur
+
+
+def validate_manifest(manifest: Any, where: str = "manifest") -> None:
+    """Raise BundleError naming the first missing or wrong-typed field."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: not a JSON object")
+    if manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{where}: not an edge-detector bundle manifest (format={manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{where}: field 'format_version' must be an integer")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format version {version} is newer than this runtime understands "
+            f"({FORMAT_VERSION}); upgrade edge-detector"
+        )
+    if version < 1:
+        raise BundleError(f"{where}: invalid format version {version}")
+    for key, types in SCHEMA.items():
+        try:
+            value = _get(manifest, key)
+        except KeyError:
+            raise BundleError(f"{where}: missing field '{key}'") from None
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = "/".join(t.__name__ for t in types)
+            raise BundleError(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
+        if types is _NUM and not math.isfinite(float(value)):
+            raise BundleError(f"{where}: field '{key}' must be finite")
+    if manifest["score"]["orientation"] != ORIENTATION:
+        raise BundleError(f"{where}: unsupported score orientation {manifest['score']['orientation']!r}")
+    if manifest["windows"]["mode"] not in WINDOW_MODES:
+        raise BundleError(f"{where}: field 'windows.mode' must be one of {WINDOW_MODES}")
+    if manifest["windows"]["combine"] not in COMBINE_RULES:
+        raise BundleError(f"{where}: field 'windows.combine' must be one of {COMBINE_RULES}")
+    if manifest["windows"]["pad"] != "repeat":
+        raise BundleError(f"{where}: unsupported pad rule {manifest['windows']['pad']!r}")
+    if manifest["onnx"]["graph_optimization_level"] not in GRAPH_LEVELS:
+        raise BundleError(f"{where}: field 'onnx.graph_optimization_level' must be one of {GRAPH_LEVELS}")
+    if manifest["thresholds"]["reject"] > manifest["thresholds"]["accept"]:
+        raise BundleError(f"{where}: thresholds.reject must not exceed thresholds.accept")
+    if manifest["onnx"]["file"] not in manifest["files"]:
+        raise BundleError(f"{where}: the model file {manifest['onnx']['file']!r} has no entry in 'files'")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+            raise BundleError(f"{where}: files.{name} needs 'sha256' (string) and 'bytes' (integer)")
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise BundleError(f"{where}: file name {name!r} must be a plain name inside the bundle")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["onnx"]["file"]
+
+    @property
+    def model_sha256(self) -> str:
+        return self.manifest["files"][self.manifest["onnx"]["file"]]["sha256"]
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest["audio"]["sample_rate"])
+
+    @property
+    def min_seconds(self) -> float:
+        return float(self.manifest["audio"]["min_seconds"])
+
+    @property
+    def max_seconds(self) -> float:
+        return float(self.manifest["audio"]["max_seconds"])
+
+    @property
+    def window_rule(self) -> WindowRule:
+        w = self.manifest["windows"]
+        return WindowRule(window=w["window"], hop=w["hop"], mode=w["mode"], combine=w["combine"])
+
+    @property
+    def accept_threshold(self) -> float:
+        return float(self.manifest["thresholds"]["accept"])
+
+    @property
+    def reject_threshold(self) -> float:
+        return float(self.manifest["thresholds"]["reject"])
+
+    def calibrate(self, raw_score: float) -> float:
+        """Affine map from the raw model score to the calibrated score the thresholds apply to."""
+        c = self.manifest["calibration"]
+        return float(c["scale"]) * float(raw_score) + float(c["offset"])
+
+
+def load_bundle(path: PathLike, verify: bool = True) -> Bundle:
+    """Read and check a bundle folder (or its manifest file). Raises BundleError."""
+    p = Path(path)
+    if p.is_file() and p.name == MANIFEST_NAME:
+        p = p.parent
+    if not p.exists():
+        raise BundleError(f"{p}: bundle not found")
+    if not p.is_dir():
+        raise BundleError(f"{p}: a bundle is a folder holding {MANIFEST_NAME} and the model")
+    mpath = p / MANIFEST_NAME
+    if not mpath.is_file():
+        raise BundleError(f"{p}: no {MANIFEST_NAME} in the bundle")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mpath}: manifest is not valid JSON ({exc})") from None
+    validate_manifest(manifest, where=str(mpath))
+    bundle = Bundle(p, manifest)
+    if verify:
+        verify_files(bundle)
+    return bundle
+
+
+def verify_files(bundle: Bundle) -> dict[str, str]:
+    """Check size and sha256 of every file the manifest lists; raise on the first mismatch."""
+    results = {}
+    for name, entry in bundle.manifest["files"].items():
+        fp = bundle.path / name
+        if not fp.is_file():
+            raise BundleError(f"{bundle.path}: file {name} listed in the manifest is missing")
+        size = fp.stat().st_size
+        if size != entry["bytes"]:
+            raise BundleError(f"{fp}: size {size} bytes differs from the manifest's {entry['bytes']} (truncated or replaced)")
+        digest = sha256_file(fp)
+        if digest != entry["sha256"]:
+            raise BundleError(f"{fp}: sha256 does not match the manifest (file was changed)")
+        results[name] = digest
+    return results
+
+
+def file_entry(path: PathLike) -> dict[str, Any]:
+    p = Path(path)
+    return {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+
+
+def write_manifest(bundle_dir: PathLike, manifest: dict[str, Any]) -> Path:
+    """Hash every file named in ``manifest['files']``, validate and write ``manifest.json``."""
+    d = Path(bundle_dir)
+    manifest = dict(manifest)
+    manifest["files"] = {name: file_entry(d / name) for name in manifest["files"]}
+    validate_manifest(manifest, where=str(d / MANIFEST_NAME))
+    out = d / MANIFEST_NAME
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def default_manifest(
+    *,
+    model_id: str,
+    model_config: dict[str, Any],
+    parameters: int,
+    onnx_file: str = "model.onnx",
+    variant: str = "fp32",
+    opset: int = 17,
+    source_checkpoint: Optional[dict[str, Any]] = None,
+    window_rule: Optional[WindowRule] = None,
+    sample_rate: int = 16000,
+) -> dict[str, Any]:
+    """A complete manifest skeleton with uncalibrated thresholds (posterior 0.5)."""
+    rule = window_rule or WindowRule()
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_id": model_id,
+        "model": {"family": "RawNet2", "variant": variant, "config": model_config, "parameters": int(parameters)},
+        "onnx": {"file": onnx_file, "input": "waveform", "output": "score", "opset": opset,
+                 "graph_optimization_level": "all", "input_shape": ["batch", rule.window]},
+        "audio": {"sample_rate": sample_rate, "channels": "mono (mean of channels)", "min_seconds": 0.5,
+                  "max_seconds": 600.0, "normalisation": "none", "resampler": "edge_detector.resample"},
+        "windows": {"window": rule.window, "hop": rule.hop, "mode": rule.mode, "combine": rule.combine,
+                    "pad": "repeat"},
+        "score": {"orientation": ORIENTATION, "kind": "log_softmax_bonafide",
+                  "description": "log P(bona fide) from the model; higher = more bona fide"},
+        "calibration": {"method": "none", "scale": 1.0, "offset": -math.log(0.5),
+                        "description": "uncalibrated: calibrated = log P(bona fide) - log 0.5; run `edge-detect calibrate`"},
+        "thresholds": {"accept": 0.0, "reject": 0.0, "on": "calibrated",
+                       "rule": "accept if calibrated >= accept; reject if calibrated < reject; else uncertain"},
+        "source_checkpoint": source_checkpoint or {},
+        "quantization": None,
+        "parity": {"tolerance": 1e-4},
+        "evaluation": None,
+        "files": {onnx_file: {}},
+    }

@@ -1,0 +1,55 @@
+"""`edge-detect`: one console script, subcommands loaded only when used.
+
+Subcommands live in :mod:`edge_detector.commands`, one module each, and are imported
+lazily: `edge-detect score` must never import torch, onnx or scipy, and the training
+commands import torch only when they run (and name the extra to install if it is
+missing).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import click
+
+from . import __version__
+
+#: name -> "module:attribute" (relative to edge_detector.commands)
+COMMANDS: dict[str, str] = {
+    "score": "score:score_command",
+    "gate": "gate:gate_command",
+    "info": "info:info_command",
+    "train": "train:train_command",
+    "export": "export:export_command",
+    "calibrate": "calibrate:calibrate_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"edge_detector.commands.{module_name}")
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-detect")
+def main() -> None:
+    """On-device audio deepfake detection (RawNet2 → ONNX → numpy + onnxruntime).
+
+    Results go to stdout (JSON Lines), logs and progress to stderr. Exit code 0 means
+    success for `score`, and *accept* for `gate` / `listen --once`: see `gate --help`.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

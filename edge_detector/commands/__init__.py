@@ -1,0 +1,1 @@
+"""One module per `edge-detect` subcommand (imported lazily by :mod:`edge_detector.cli`)."""

@@ -1,0 +1,79 @@
+"""Helpers shared by subcommands: error reporting, exit handling, training extras."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from ..errors import EdgeDetectorError, ExitCode, MissingExtraError
+
+
+def log(message: str) -> None:
+    """Logs go to stderr so stdout stays machine-readable."""
+    click.echo(message, err=True)
+
+
+def emit(record: dict[str, Any]) -> None:
+    """One JSON object per line on stdout, flushed at once (a reader may be waiting)."""
+    sys.stdout.write(json.dumps(record, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(exc: EdgeDetectorError) -> NoReturn:
+    log(f"edge-detect: {exc}")
+    sys.exit(int(exc.exit_code))
+
+
+def exit_with(code: ExitCode | int) -> NoReturn:
+    """click ignores a command's return value: exit explicitly."""
+    sys.exit(int(code))
+
+
+def require_torch() -> None:
+    """Training-side commands need the `train` extra; say so instead of a traceback."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        raise MissingExtraError(
+            "this command needs PyTorch: pip install 'edge-detector[train]' (installs torch==2.13.0 and onnx)"
+        ) from None
+
+
+def require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ModuleNotFoundError:
+        raise MissingExtraError("this command needs onnx: pip install 'edge-detector[train]'") from None
+
+
+def runtime_options(f):
+    """--bundle / --profile / --threads, shared by every command that runs the model."""
+    f = click.option("--threads", type=click.IntRange(min=0), default=None,
+                     help="onnxruntime intra-op threads (overrides the profile; 0 = all cores).")(f)
+    f = click.option("--profile", "profile", default=None,
+                     help="Device profile: a shipped name (e.g. pi4, pi5, x86) or a path to a .toml file.")(f)
+    f = click.option("--bundle", "bundle_path", default=None, metavar="PATH",
+                     help="Bundle folder (default: $EDGE_DETECTOR_BUNDLE, else the shipped default).")(f)
+    return f
+
+
+def build_detector(bundle_path, profile, threads):
+    """Bundle + profile + overrides → Detector. Raises BundleError / ProfileError."""
+    from ..defaults import resolve_bundle_path
+    from ..detector import Detector
+    from ..session import SessionSettings
+
+    settings = SessionSettings(intra_op_threads=1)
+    path = resolve_bundle_path(bundle_path)
+    if profile:
+        from firmware_config import load_profile
+
+        prof = load_profile(profile)
+        settings = prof.session_settings()
+        if bundle_path is None:
+            path = prof.resolve_bundle(path)
+    if threads is not None:
+        settings.intra_op_threads = threads
+    return Detector(path, settings)

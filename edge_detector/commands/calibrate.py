@@ -1,0 +1,83 @@
+"""`edge-detect calibrate`: fit score calibration and thresholds on labelled audio (no torch)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+from ..errors import EdgeDetectorError
+from ._common import exit_with, fail, log
+
+
+@click.command("calibrate")
+@click.argument("bundle")
+@click.option("--protocol", "protocol_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--audio-dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--target-far", type=float, default=0.01, show_default=True,
+              help="Accept threshold keeps the false-accept rate on this data at most this.")
+@click.option("--target-frr", type=float, default=0.05, show_default=True,
+              help="Reject threshold keeps the false-reject rate on this data at most this.")
+@click.option("-o", "--out", "out_dir", default=None, help="Write a calibrated copy here instead of in place.")
+@click.option("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores).")
+def calibrate_command(bundle: str, protocol_path: str, audio_dir: str, target_far: float, target_frr: float,
+                      out_dir: Optional[str], threads: int) -> None:
+    """Score the protocol's files with BUNDLE, fit llr = a*score + b, choose thresholds, re-sign the manifest.
+
+    Files that cannot be decoded are reported and left out; the manifest records how many
+    files of each class the calibration used and the EER measured on them.
+    """
+    try:
+        _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, threads)
+    except EdgeDetectorError as exc:
+        fail(exc)
+
+
+def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, threads):
+    from ..bundle import load_bundle, write_manifest
+    from ..calibration import choose_thresholds, fit_logistic_calibration
+    from ..detector import Detector
+    from ..protocol import read_protocol, resolve_audio
+    from ..session import SessionSettings
+
+    src = load_bundle(bundle)
+    if out_dir:
+        if Path(out_dir).exists():
+            raise EdgeDetectorError(f"{out_dir}: already exists")
+        shutil.copytree(src.path, out_dir)
+        src = load_bundle(out_dir)
+    det = Detector(src, SessionSettings(intra_op_threads=threads))
+    entries = read_protocol(protocol_path)
+    paths = resolve_audio(entries, audio_dir)
+    scores, labels = [], []
+    with click.progressbar(entries, label="scoring", file=click.get_text_stream("stderr")) as bar:
+        for e in bar:
+            try:
+                r = det.score_file(paths[e.file_id], windows="first")
+            except EdgeDetectorError as exc:
+                log(f"skipping {e.file_id}: {exc}")
+                continue
+            scores.append(r.score)
+            labels.append(e.target)
+    s, y = np.asarray(scores), np.asarray(labels)
+    cal = fit_logistic_calibration(s[y == 1], s[y == 0])
+    llr = cal.apply(s)
+    th = choose_thresholds(llr[y == 1], llr[y == 0], target_far=target_far, target_frr=target_frr)
+    m = dict(src.manifest)
+    m["calibration"] = {"method": "logistic-regression (prior 0.5)", "scale": cal.scale, "offset": cal.offset,
+                        "fitted_on": {"protocol": Path(protocol_path).name, "bonafide": int((y == 1).sum()),
+                                      "spoof": int((y == 0).sum())},
+                        "description": "llr = scale * log P(bona fide) + offset"}
+    m["thresholds"] = {"accept": th["accept"], "reject": th["reject"], "on": "calibrated",
+                       "rule": "accept if calibrated >= accept; reject if calibrated < reject; else uncertain",
+                       "target_far": target_far, "target_frr": target_frr,
+                       "far_at_accept": th["far_at_accept"], "frr_at_reject": th["frr_at_reject"]}
+    m["evaluation"] = {"set": Path(protocol_path).name, "files": int(len(y)), "eer": th["eer"],
+                       "eer_threshold_calibrated": th["eer_threshold"], "windows": "first"}
+    write_manifest(src.path, m)
+    log(json.dumps({"bundle": str(src.path), "eer": th["eer"], "accept": th["accept"], "reject": th["reject"],
+                    "scale": cal.scale, "offset": cal.offset}))
+    exit_with(0)

@@ -1,0 +1,74 @@
+"""`edge-detect export`: checkpoint → ONNX bundle, refused unless it matches PyTorch."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import EdgeDetectorError
+from ._common import fail, log, require_onnx, require_torch
+from .score import iter_inputs
+
+
+def parity_windows(paths: tuple[str, ...], limit: int, window: int) -> "np.ndarray | None":
+    """First windows of up to ``limit`` decodable files (the same preprocessing as the device)."""
+    import numpy as np
+
+    from ..audio import load_audio
+    from ..windows import first_window
+
+    rows = []
+    for p in iter_inputs(paths):
+        if len(rows) >= limit:
+            break
+        try:
+            rows.append(first_window(load_audio(p).samples, window))
+        except EdgeDetectorError as exc:
+            log(f"parity audio: skipping {exc}")
+    return np.stack(rows) if rows else None
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to create.")
+@click.option("--parity-audio", multiple=True, help="Audio files or folders for the parity gate (repeatable).")
+@click.option("--parity-count", type=int, default=8, show_default=True, help="How many real audio windows to compare.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max |Δscore| ONNX vs PyTorch.")
+@click.option("--windows", "mode", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="Window mode the bundle declares.")
+@click.option("--hop", type=int, default=32300, show_default=True, help="Hop between windows (samples) for 'all'.")
+@click.option("--combine", type=click.Choice(["mean", "median", "min"]), default="mean", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
+def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...], parity_count: int, tolerance: float,
+                   mode: str, hop: int, combine: str, overwrite: bool) -> None:
+    """Export CHECKPOINT (official RawNet2 .pth or ours) to a bundle folder.
+
+    TorchScript exporter, fixed sinc filters as constants, BN folded, the two FC layers
+    fused, dynamic batch axis. The parity gate compares onnxruntime (graph level 'all',
+    as on the device) with PyTorch on fresh random windows and on real audio windows
+    and fails when max |Δscore| exceeds --tolerance. Thresholds start uncalibrated: run
+    `edge-detect calibrate` next.
+    """
+    try:
+        require_torch()
+        require_onnx()
+        from export.onnx_export import build_bundle
+        from export.rawnet2 import load_checkpoint
+
+        from ..windows import WindowRule
+
+        model, _ = load_checkpoint(checkpoint)
+        rule = WindowRule(window=64600, hop=hop, mode=mode, combine=combine)
+        audio = parity_windows(parity_audio, parity_count, rule.window) if parity_audio else None
+        if audio is None:
+            log("parity gate: no real audio given (--parity-audio); comparing on random windows only")
+        out = build_bundle(model, out_dir, checkpoint_path=checkpoint, audio_windows=audio, window_rule=rule,
+                           tolerance=tolerance, overwrite=overwrite)
+        import json
+
+        parity = json.loads((Path(out) / "manifest.json").read_text())["parity"]
+        log(f"wrote {out} (parity: random {parity['max_abs_diff_random']:.2g}, audio {parity['max_abs_diff_audio']}, "
+            f"tolerance {tolerance:g})")
+    except EdgeDetectorError as exc:
+        fail(exc)

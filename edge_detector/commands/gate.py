@@ -1,0 +1,68 @@
+"""`edge-detect gate`: the authentication gate. Exit 0 only on accept; every error fails closed."""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import EdgeDetectorError, ExitCode, MissingFileError
+from ._common import build_detector, emit, exit_with, log, runtime_options
+
+DECISION_CODES = {"accept": ExitCode.ACCEPT, "reject": ExitCode.REJECT, "uncertain": ExitCode.UNCERTAIN}
+
+GATE_HELP = """Decide whether the voice in FILE is a live human (bona fide).
+
+\b
+Exit codes (0 only on accept; every error fails closed):
+   0  accept        calibrated score >= accept threshold
+   3  reject        calibrated score <  reject threshold
+   4  uncertain     between the two thresholds
+   5  bad audio     unreadable, empty, silent, too short/long, NaN/Inf
+   6  missing file
+   7  bad bundle    missing, tampered (sha256), unknown format, model load failure
+   8  bad profile
+   1  internal error
+ 130  interrupted
+\b
+Long audio: with --windows all, windows of the bundle's length and hop cover the
+file and their scores combine by the bundle's rule (mean unless the manifest says
+otherwise) before calibration.
+"""
+
+
+@click.command("gate", help=GATE_HELP)
+@click.argument("file")
+@runtime_options
+@click.option("--json", "as_json", is_flag=True, help="Print the decision record as one JSON line on stdout.")
+@click.option("--windows", type=click.Choice(["first", "all"]), default=None, help="Window rule (default: bundle's).")
+def gate_command(file: str, bundle_path: Optional[str], profile: Optional[str], threads: Optional[int],
+                 as_json: bool, windows: Optional[str]) -> None:
+    code = ExitCode.INTERNAL_ERROR
+    record: dict = {"file": file}
+    try:
+        path = Path(file)
+        if not path.is_file() and not path.exists():
+            raise MissingFileError(f"{path}: no such file")
+        detector = build_detector(bundle_path, profile, threads)
+        result = detector.score_file(path, windows=windows)
+        record = result.to_record()
+        code = DECISION_CODES.get(result.decision, ExitCode.INTERNAL_ERROR)
+        log(f"{file}: {result.decision} (calibrated {result.calibrated:.3f}, "
+            f"accept >= {result.thresholds['accept']:.3f}, reject < {result.thresholds['reject']:.3f})")
+    except EdgeDetectorError as exc:
+        code = exc.exit_code
+        record.update({"decision": "error", "error": exc.kind, "message": str(exc)})
+        log(f"edge-detect gate: {exc}")
+    except KeyboardInterrupt:
+        code = ExitCode.INTERRUPTED
+        record.update({"decision": "error", "error": "interrupted"})
+    except Exception as exc:  # fail closed on anything unforeseen
+        code = ExitCode.INTERNAL_ERROR
+        record.update({"decision": "error", "error": "internal_error", "message": repr(exc)})
+        log("edge-detect gate: internal error\n" + traceback.format_exc())
+    record["exit_code"] = int(code)
+    if as_json:
+        emit(record)
+    exit_with(code)

@@ -1,0 +1,85 @@
+"""`edge-detect score`: score files and folders, one JSON line (or ASVspoof line) per file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import click
+
+from ..errors import EdgeDetectorError, ExitCode, MissingFileError
+from ._common import build_detector, emit, exit_with, fail, log, runtime_options
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+
+
+def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
+    """Files as given; folders walked (sorted) for audio files. Missing paths are yielded too."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            skipped = 0
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    fp = Path(root) / name
+                    if fp.suffix.lower() in AUDIO_SUFFIXES:
+                        yield fp
+                    else:
+                        skipped += 1
+            if skipped:
+                log(f"{p}: skipped {skipped} file(s) without an audio extension")
+        else:
+            yield p
+
+
+def error_record(path: Path, exc: EdgeDetectorError) -> dict:
+    return {"file": str(path), "error": exc.kind, "message": str(exc), "exit_code": int(exc.exit_code)}
+
+
+@click.command("score")
+@click.argument("paths", nargs=-1, required=True)
+@runtime_options
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "asvspoof"]), default="jsonl", show_default=True,
+              help="jsonl: one JSON object per file; asvspoof: 'utt_id score' lines for evaluation.")
+@click.option("--windows", type=click.Choice(["first", "all"]), default=None,
+              help="first: the official first 4.04 s; all: windows over the whole file combined by the "
+                   "bundle's rule. Default: what the bundle says.")
+def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: Optional[str],
+                  threads: Optional[int], fmt: str, windows: Optional[str]) -> None:
+    """Score audio FILES (folders are walked). One line per file on stdout.
+
+    A file that cannot be scored gives an error record ({"file", "error", "message",
+    "exit_code"}) and the others are still scored; the exit status is then that of the
+    first failure (5 bad audio, 6 missing file), else 0.
+    """
+    try:
+        detector = build_detector(bundle_path, profile, threads)
+    except EdgeDetectorError as exc:
+        fail(exc)
+    first_error: Optional[int] = None
+    n_ok = n_bad = 0
+    for path in iter_inputs(paths):
+        try:
+            if not path.exists():
+                raise MissingFileError(f"{path}: no such file")
+            result = detector.score_file(path, windows=windows)
+        except EdgeDetectorError as exc:
+            n_bad += 1
+            first_error = first_error or int(exc.exit_code)
+            if fmt == "jsonl":
+                emit(error_record(path, exc))
+            log(f"edge-detect: {exc}")
+            continue
+        except MemoryError:
+            n_bad += 1
+            first_error = first_error or int(ExitCode.BAD_AUDIO)
+            emit({"file": str(path), "error": "out_of_memory", "message": f"{path}: out of memory", "exit_code": 5})
+            continue
+        n_ok += 1
+        if fmt == "jsonl":
+            emit(result.to_record())
+        else:
+            click.echo(f"{path.stem} {result.score:.6f}")
+    log(f"scored {n_ok} file(s), {n_bad} failed")
+    exit_with(first_error or ExitCode.ACCEPT)

@@ -1,0 +1,80 @@
+"""Inference-only rewrites of a trained RawNet2 that change no output.
+
+- BN after ``conv1`` in each residual block folds into that convolution.
+- ``fc1_gru`` and ``fc2_gru`` have no nonlinearity between them, so they fuse into one
+  Linear; and since the score is log-softmax index 1 of two logits,
+  ``score = -softplus(l0 - l1)`` needs only their difference: the head becomes one
+  ``hidden → 1`` Linear followed by ``-softplus``.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rawnet2 import RawNet2
+
+
+def fold_bn_into_conv(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> nn.Conv1d:
+    """Return a Conv1d equal to ``bn(conv(x))`` in eval mode."""
+    fused = copy.deepcopy(conv)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None])
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused
+
+
+def fused_score_head(model: RawNet2) -> nn.Linear:
+    """One Linear(hidden → 1) giving ``l0 - l1`` of the original two FC layers."""
+    w1, b1 = model.fc1_gru.weight.detach(), model.fc1_gru.bias.detach()
+    w2, b2 = model.fc2_gru.weight.detach(), model.fc2_gru.bias.detach()
+    w = w2 @ w1  # [2, hidden]
+    b = w2 @ b1 + b2
+    head = nn.Linear(w.shape[1], 1)
+    head.weight = nn.Parameter((w[0] - w[1]).unsqueeze(0).clone())
+    head.bias = nn.Parameter((b[0] - b[1]).reshape(1).clone())
+    return head
+
+
+class FoldedBlock(nn.Module):
+    def __init__(self, block) -> None:
+        super().__init__()
+        self.conv1 = fold_bn_into_conv(block.conv1, block.bn2)
+        self.conv2 = copy.deepcopy(block.conv2)
+        self.skip = copy.deepcopy(block.conv_downsample) if block.downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.leaky_relu(self.conv1(x), 0.3))
+        identity = self.skip(x) if self.skip is not None else x
+        return F.max_pool1d(out + identity, 3)
+
+
+class FoldedRawNet2(nn.Module):
+    """Same function as :class:`RawNet2` (eval mode), outputting the bona fide score [batch]."""
+
+    def __init__(self, model: RawNet2, recurrent: nn.Module | None = None) -> None:
+        super().__init__()
+        model = model.eval()
+        self.config = model.config
+        self.sinc = copy.deepcopy(model.sinc)
+        self.first_bn = copy.deepcopy(model.first_bn)
+        self.blocks = nn.ModuleList(FoldedBlock(b) for b in model.blocks())
+        self.attentions = nn.ModuleList(copy.deepcopy(a) for a in model.attentions())
+        self.bn_before_gru = copy.deepcopy(model.bn_before_gru)
+        self.gru = recurrent if recurrent is not None else copy.deepcopy(model.gru)
+        self.head = fused_score_head(model)
+        self.eval()
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        x = self.sinc(waveform.unsqueeze(1))
+        x = F.selu(self.first_bn(F.max_pool1d(torch.abs(x), 3)))
+        for block, att in zip(self.blocks, self.attentions):
+            x = block(x)
+            s = torch.sigmoid(att(x.mean(dim=-1))).unsqueeze(-1)
+            x = x * s + s
+        x = F.selu(self.bn_before_gru(x)).transpose(1, 2)
+        out, _ = self.gru(x)
+        return -F.softplus(self.head(out[:, -1, :])).squeeze(-1)
