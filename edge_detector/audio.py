@@ -55,13 +55,18 @@ class DecodedAudio:
 def to_mono_float(data: np.ndarray) -> np.ndarray:
     """Mix channels by averaging and return float32; refuse NaN or infinite samples."""
     arr = np.asarray(data)
-    if arr.ndim == 2:
-        arr = arr.mean(axis=1, dtype=np.float64)
-    elif arr.ndim != 1:
+    if arr.ndim not in (1, 2):
         raise AudioDecodeError(f"expected 1-D or 2-D audio, got shape {arr.shape}")
+    # Scale integers to [-1, 1] *before* mixing (the mean of integer channels is float).
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
-        arr = arr.astype(np.float64) / float(max(abs(info.min), info.max))
+        if info.min == 0:  # unsigned (8-bit WAV convention): centred on the middle code
+            mid = (int(info.max) + 1) // 2
+            arr = (arr.astype(np.float64) - mid) / float(mid)
+        else:
+            arr = arr.astype(np.float64) / float(-int(info.min))
+    if arr.ndim == 2:
+        arr = arr.mean(axis=1, dtype=np.float64)
     arr = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(arr)):
         raise NonFiniteAudioError("audio contains NaN or infinite samples")
@@ -78,7 +83,8 @@ def prepare_array(
     mono = to_mono_float(samples)
     if mono.size == 0:
         raise EmptyAudioError("audio has no samples")
-    return resample(mono, int(sample_rate), target_rate)
+    # Resampling can overshoot full scale (Gibbs); the model input stays in [-1, 1].
+    return np.clip(resample(mono, int(sample_rate), target_rate), -1.0, 1.0)
 
 
 def load_audio(
@@ -118,7 +124,8 @@ def load_audio(
         mono = to_mono_float(data)
     except NonFiniteAudioError:
         raise NonFiniteAudioError(f"{p}: audio contains NaN or infinite samples") from None
-    samples = resample(mono, int(rate), target_rate)
+    # Resampling can overshoot full scale (Gibbs); the model input stays in [-1, 1].
+    samples = np.clip(resample(mono, int(rate), target_rate), -1.0, 1.0)
     return DecodedAudio(
         samples=samples,
         sample_rate=target_rate,

@@ -20,7 +20,7 @@ from audio_synth import buzzy, speechlike  # noqa: E402
 TINY_SIZES = dict(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32, gru_layers=1, fc1_dim=32)
 
 
-def train_tiny(steps: int = 15, seed: int = 0, sizes: dict | None = None):
+def train_tiny(steps: int = 6, seed: int = 0, sizes: dict | None = None):
     """A tiny RawNet2 that has seen a few batches (so BN statistics and weights are not at init)."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
@@ -33,7 +33,7 @@ def train_tiny(steps: int = 15, seed: int = 0, sizes: dict | None = None):
     rng = np.random.default_rng(seed)
     for step in range(steps):
         xs, ys = [], []
-        for i in range(4):
+        for i in range(2):
             s = int(rng.integers(0, 10_000))
             xs.append(speechlike(4.0375, seed=s, f0=float(rng.uniform(90, 220))))
             ys.append(1)

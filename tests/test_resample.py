@@ -16,7 +16,6 @@ Numbers measured when these tests were written (16 kHz target, float32 output):
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -227,14 +226,3 @@ def test_on_the_fly_taps_equal_the_table(monkeypatch):
         np.testing.assert_array_equal(resample(x, 44100, TARGET), ref)
     finally:
         rs._filter_table.cache_clear()
-
-
-def test_ten_seconds_of_44k1_is_fast():
-    x = np.random.default_rng(9).standard_normal(10 * 44100).astype(np.float32)
-    resample(x[:1000], 44100, TARGET)  # build the (cached) filter table
-    t0 = time.perf_counter()
-    y = resample(x, 44100, TARGET)
-    elapsed = time.perf_counter() - t0
-    print(f"10 s at 44.1 kHz -> 16 kHz: {elapsed:.3f} s")
-    assert y.size == 160000
-    assert elapsed < 1.0  # measured ~0.07 s

@@ -1,0 +1,233 @@
+"""Training (export/train.py and `edge-detect train`) on a synthetic ASVspoof-style corpus.
+
+12 files from two sources (speaker prefixes SRCA and SRCB), tiny RawNet2 sizes, two
+epochs. SRCB is held out and evaluated once at the end.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+
+from audio_synth import buzzy, speechlike, write  # noqa: E402
+from edge_detector.cli import main  # noqa: E402
+from edge_detector.protocol import ProtocolEntry  # noqa: E402
+from export.dataset import Corpus  # noqa: E402
+from export.rawnet2 import RawNet2, RawNet2Config, load_checkpoint  # noqa: E402
+from export.train import (  # noqa: E402
+    TrainConfig,
+    Trainer,
+    apply_freeze,
+    freeze_groups,
+    trainable_groups_at,
+)
+
+TINY_ARGS = ["--sinc-filters", "8", "--stage2-channels", "16", "--gru-hidden", "32", "--gru-layers", "1",
+             "--fc1-dim", "32", "--batch-size", "4"]
+
+
+def make_corpus(root: Path) -> tuple[Path, Path]:
+    """12 files: 2 sources x (3 bona fide speech-like + 3 spoof buzzy), wav and flac mixed."""
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    lines = []
+    n = 0
+    for src in ("SRCA", "SRCB"):
+        for k in range(3):
+            n += 1
+            fid = f"{src}_B{k}"
+            ext = ".flac" if k % 2 else ".wav"
+            write(audio / f"{fid}{ext}", speechlike(1.5 + 0.5 * k, seed=n, f0=100 + 30 * k))
+            lines.append(f"{src}_spk{k} {fid} - - bonafide")
+            fid = f"{src}_S{k}"
+            write(audio / f"{fid}{ext}", buzzy(1.5 + 0.5 * k, seed=100 + n))
+            lines.append(f"{src}_spk{k} {fid} - tts{k} spoof")
+    protocol = root / "protocol.txt"
+    protocol.write_text("\n".join(lines) + "\n")
+    return protocol, audio
+
+
+def run_train(protocol: Path, audio: Path, out: Path, *extra: str):
+    args = ["train", "--protocol", str(protocol), "--audio-dir", str(audio), "--out", str(out),
+            "--holdout-sources", "SRCB", *TINY_ARGS, *extra]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def history(out: Path) -> list[dict]:
+    """Per-epoch records without the wall-clock field."""
+    return [{k: v for k, v in rec.items() if k != "seconds"} for rec in json.loads((out / "history.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def run_two_epochs(corpus, tmp_path_factory):
+    protocol, audio = corpus
+    out = tmp_path_factory.mktemp("train") / "run_a"
+    result = run_train(protocol, audio, out, "--epochs", "2", "--seed", "11")
+    return out, result
+
+
+def test_train_writes_checkpoints_history_and_report(run_two_epochs):
+    out, result = run_two_epochs
+    for name in ("best.pt", "last.pt", "last_state.pt", "history.json", "report.json"):
+        assert (out / name).is_file(), name
+    hist = history(out)
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_eer"] <= 1.0 for h in hist)
+    report = json.loads((out / "report.json").read_text())
+    assert report["epochs"] == 2
+    assert report["train_files"] == 4 and report["val_files"] == 2  # 6 of SRCA: 2 for validation
+    held = report["heldout"]
+    assert held["sources"] == ["SRCB"] and held["files"] == 6
+    assert held["bonafide"] == 3 and held["spoof"] == 3
+    assert 0.0 <= held["eer"] <= 1.0
+    assert report["best_val_eer"] == min(h["val_eer"] for h in hist)
+    assert report["model_config"]["gru_hidden"] == 32
+    assert "held-out EER" in result.stderr
+
+
+def test_checkpoints_load_with_the_tiny_sizes(run_two_epochs):
+    out, _ = run_two_epochs
+    for name in ("best.pt", "last.pt"):
+        model, meta = load_checkpoint(str(out / name))
+        cfg = model.config
+        assert (cfg.sinc_filters, cfg.stage2_channels, cfg.gru_hidden, cfg.gru_layers, cfg.fc1_dim) == (8, 16, 32, 1, 32)
+        assert "epoch" in meta
+    assert load_checkpoint(str(out / "last.pt"))[1]["epoch"] == 2
+
+
+def test_same_seed_same_history_and_resume_continues(run_two_epochs, corpus, tmp_path):
+    """One epoch with the same seed reproduces epoch 1; resuming it reproduces epoch 2."""
+    protocol, audio = corpus
+    full, _ = run_two_epochs
+    out = tmp_path / "run_b"
+    run_train(protocol, audio, out, "--epochs", "1", "--seed", "11")
+    assert history(out) == history(full)[:1]
+
+    state = out / "last_state.pt"
+    result = run_train(protocol, audio, out, "--epochs", "2", "--seed", "11", "--resume", str(state))
+    assert "resumed from" in result.stderr and "at epoch 1" in result.stderr
+    assert [h["epoch"] for h in history(out)] == [1, 2]
+    assert history(out) == history(full)
+    a, _ = load_checkpoint(str(out / "last.pt"))
+    b, _ = load_checkpoint(str(full / "last.pt"))
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_another_seed_gives_another_history(run_two_epochs, corpus, tmp_path):
+    protocol, audio = corpus
+    full, _ = run_two_epochs
+    out = tmp_path / "run_c"
+    run_train(protocol, audio, out, "--epochs", "1", "--seed", "12")
+    assert history(out)[0]["loss"] != history(full)[0]["loss"]
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def test_trainable_groups_schedule():
+    assert trainable_groups_at(0, TrainConfig(freeze_epochs=0)) is None
+    cfg = TrainConfig(freeze_epochs=2, unfreeze_every=1)
+    assert [trainable_groups_at(e, cfg) for e in range(6)] == [1, 1, 2, 3, 4, 5]
+    cfg = TrainConfig(freeze_epochs=1, unfreeze_every=2)
+    assert [trainable_groups_at(e, cfg) for e in range(6)] == [1, 2, 2, 3, 3, 4]
+    model = RawNet2(RawNet2Config(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32,
+                                  gru_layers=1, fc1_dim=32))
+    groups = freeze_groups(model)
+    assert len(groups) == 8
+    assert groups[0] == [model.bn_before_gru, model.gru, model.fc1_gru, model.fc2_gru]
+    assert groups[1] == [model.block5, model.fc_attention5]
+    assert groups[-1] == [model.first_bn]
+    apply_freeze(model, 2)
+    assert all(p.requires_grad for p in model.block5.parameters())
+    assert not any(p.requires_grad for p in model.block4.parameters())
+    apply_freeze(model, None)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def _snapshot(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict, module) -> set[str]:
+    after = module.state_dict()
+    return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def test_frozen_parameters_do_not_move_in_a_training_step(tmp_path):
+    torch.manual_seed(0)
+    model = RawNet2(RawNet2Config(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32,
+                                  gru_layers=1, fc1_dim=32))
+    entries = [ProtocolEntry("SRCA_a", f"F{i}", "-" if i % 2 else "tts", "bonafide" if i % 2 else "spoof")
+               for i in range(4)]
+    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(4)]
+    data = Corpus(entries, signals)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-2, freeze_epochs=1, unfreeze_every=1, augment=False)
+    trainer = Trainer(model, data, data, tmp_path, cfg, log=lambda s: None)
+
+    head = ("bn_before_gru.", "gru.", "fc1_gru.", "fc2_gru.")
+    before = _snapshot(model)
+    trainer.train_epoch()  # epoch 0: only the head trains
+    changed = _changed(before, model)
+    assert changed, "nothing trained"
+    assert all(k.startswith(head) for k in changed), sorted(changed)
+    assert {"gru.weight_ih_l0", "fc2_gru.weight"} <= changed
+    # the frozen BN layers kept their running statistics too (they ran in eval mode)
+    assert "first_bn.running_mean" not in changed and "block5.0.bn2.running_mean" not in changed
+
+    trainer.epoch = 1  # epoch 1: block5 and its attention join
+    before = _snapshot(model)
+    trainer.train_epoch()
+    changed = _changed(before, model)
+    assert any(k.startswith("block5.") for k in changed)
+    assert any(k.startswith("fc_attention5.") for k in changed)
+    allowed = head + ("block5.", "fc_attention5.")
+    assert all(k.startswith(allowed) for k in changed), sorted(changed)
+
+
+# --------------------------------------------------------------------------- missing torch
+
+
+def test_missing_torch_names_the_extra(corpus, tmp_path):
+    protocol, audio = corpus
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules['torch'] = None  # as if torch were not installed
+        from edge_detector.commands._common import require_torch
+        from edge_detector.errors import MissingExtraError
+        try:
+            require_torch()
+        except MissingExtraError as exc:
+            print('MISSING_EXTRA', exc.exit_code, exc)
+        from edge_detector.cli import main
+        try:
+            main(['train', '--protocol', {str(protocol)!r}, '--audio-dir', {str(audio)!r},
+                  '--out', {str(tmp_path / 'out')!r}])
+        except SystemExit as exc:
+            print('EXIT', exc.code)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "MISSING_EXTRA 12" in proc.stdout
+    assert "edge-detector[train]" in proc.stdout
+    assert "EXIT 12" in proc.stdout
+    assert "edge-detector[train]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
