@@ -25,6 +25,11 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-extras="train,dev,bench"
-if dpkg -s portaudio19-dev >/dev/null 2>&1; then extras="$extras,mic"; fi
-python -m pip install -q -e ".[$extras]"
+python -m pip install -q -e ".[train,dev,bench]"
+# PyAudio has no Linux wheels: it compiles against PortAudio (and needs a C compiler and the
+# Python headers). Installed on its own so that a failed build costs only the microphone tests
+# (they skip with the reason), not the whole environment.
+if dpkg -s portaudio19-dev >/dev/null 2>&1; then
+  python -m pip install -q -e ".[mic]" \
+    || echo "warning: PyAudio did not build (needs gcc and the Python headers); microphone tests will be skipped" >&2
+fi
