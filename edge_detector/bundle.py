@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import BundleError
+from .frontend import FrontEndSpec
 from .windows import COMBINE_RULES, WINDOW_MODES, WindowRule
 
 FORMAT_NAME = "edge-detector-bundle"
@@ -120,6 +121,7 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
         raise BundleError(f"{where}: field 'onnx.graph_optimization_level' must be one of {GRAPH_LEVELS}")
     if manifest["thresholds"]["reject"] > manifest["thresholds"]["accept"]:
         raise BundleError(f"{where}: thresholds.reject must not exceed thresholds.accept")
+    _validate_frontend(manifest, where)
     if manifest["onnx"]["file"] not in manifest["files"]:
         raise BundleError(f"{where}: the model file {manifest['onnx']['file']!r} has no entry in 'files'")
     for name, entry in manifest["files"].items():
@@ -127,6 +129,28 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
             raise BundleError(f"{where}: files.{name} needs 'sha256' (string) and 'bytes' (integer)")
         if "/" in name or "\\" in name or name.startswith("."):
             raise BundleError(f"{where}: file name {name!r} must be a plain name inside the bundle")
+
+
+def _validate_frontend(manifest: dict[str, Any], where: str) -> None:
+    """Optional ``frontend``: absent/None = the graph takes the waveform; else a known numpy front end.
+
+    An unknown type is refused rather than ignored: feeding raw audio to a graph that
+    expects filter-bank features (or the reverse) would give confident nonsense.
+    """
+    entry = manifest.get("frontend")
+    if entry is None:
+        return
+    try:
+        spec = FrontEndSpec.from_manifest(entry)
+    except BundleError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    assert spec is not None
+    if int(spec.sample_rate) != int(manifest["audio"]["sample_rate"]):
+        raise BundleError(f"{where}: frontend.sample_rate {spec.sample_rate} differs from audio.sample_rate "
+                          f"{manifest['audio']['sample_rate']}")
+    if spec.output_length(manifest["windows"]["window"]) <= 0:
+        raise BundleError(f"{where}: window of {manifest['windows']['window']} samples is too short for "
+                          f"a {spec.taps}-tap front end with pool {spec.pool}")
 
 
 @dataclass(frozen=True)
@@ -164,6 +188,11 @@ class Bundle:
     def window_rule(self) -> WindowRule:
         w = self.manifest["windows"]
         return WindowRule(window=w["window"], hop=w["hop"], mode=w["mode"], combine=w["combine"])
+
+    @property
+    def frontend(self) -> Optional[FrontEndSpec]:
+        """The numpy front end the runtime applies before the graph (None: the graph takes the waveform)."""
+        return FrontEndSpec.from_manifest(self.manifest.get("frontend"))
 
     @property
     def accept_threshold(self) -> float:
@@ -248,16 +277,26 @@ def default_manifest(
     source_checkpoint: Optional[dict[str, Any]] = None,
     window_rule: Optional[WindowRule] = None,
     sample_rate: int = 16000,
+    frontend: Optional[FrontEndSpec] = None,
 ) -> dict[str, Any]:
-    """A complete manifest skeleton with uncalibrated thresholds (posterior 0.5)."""
+    """A complete manifest skeleton with uncalibrated thresholds (posterior 0.5).
+
+    With ``frontend`` the graph takes pooled filter-bank features (input ``features``,
+    ``[batch, filters, pooled]``) and the runtime computes them in numpy from the window.
+    """
     rule = window_rule or WindowRule()
+    if frontend is not None:
+        onnx_input, input_shape = "features", ["batch", *frontend.output_shape(rule.window)]
+    else:
+        onnx_input, input_shape = "waveform", ["batch", rule.window]
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_id": model_id,
         "model": {"family": "RawNet2", "variant": variant, "config": model_config, "parameters": int(parameters)},
-        "onnx": {"file": onnx_file, "input": "waveform", "output": "score", "opset": opset,
-                 "graph_optimization_level": "all", "input_shape": ["batch", rule.window]},
+        "onnx": {"file": onnx_file, "input": onnx_input, "output": "score", "opset": opset,
+                 "graph_optimization_level": "all", "input_shape": input_shape},
+        "frontend": frontend.to_manifest() if frontend is not None else None,
         "audio": {"sample_rate": sample_rate, "channels": "mono (mean of channels)", "min_seconds": 0.5,
                   "max_seconds": 600.0, "normalisation": "none", "resampler": "edge_detector.resample"},
         "windows": {"window": rule.window, "hop": rule.hop, "mode": rule.mode, "combine": rule.combine,

@@ -17,6 +17,7 @@ import numpy as np
 from .audio import check_scorable, load_audio, prepare_array
 from .bundle import Bundle, load_bundle
 from .errors import BundleError
+from .frontend import FrontEndSpec, SincFFTFrontEnd
 from .session import SessionSettings, make_session
 from .windows import WindowRule, combine_scores, make_windows
 
@@ -65,6 +66,56 @@ def decide(calibrated: float, accept: float, reject: float) -> str:
     return UNCERTAIN
 
 
+class WindowScorer:
+    """Raw windows → raw scores: the optional numpy front end, then the onnxruntime session.
+
+    One class for every place that must score exactly as the device does: the Detector,
+    the export parity gate and the int8 calibration/evaluation all go through it, so a
+    bundle is never checked or calibrated on a path the device does not run.
+    """
+
+    def __init__(self, session: Any, input_name: str, output_name: str,
+                 frontend: Optional[FrontEndSpec] = None, max_batch: int = 16, where: str = "model") -> None:
+        self.session = session
+        self.input_name = input_name
+        self.output_name = output_name
+        self.frontend = SincFFTFrontEnd(frontend) if frontend is not None else None
+        self.max_batch = max(1, int(max_batch))
+        inputs = {i.name: i for i in session.get_inputs()}
+        names_out = [o.name for o in session.get_outputs()]
+        if input_name not in inputs or output_name not in names_out:
+            raise BundleError(
+                f"{where}: model has inputs {list(inputs)} / outputs {names_out}, "
+                f"manifest expects {input_name!r} / {output_name!r}"
+            )
+        shape = list(inputs[input_name].shape or [])  # empty: the model states no shape; nothing to check
+        expected_rank = 3 if frontend is not None else 2
+        if shape and len(shape) != expected_rank:
+            raise BundleError(
+                f"{where}: model input {input_name!r} has shape {shape}; the manifest's front end "
+                f"({'numpy ' + frontend.type if frontend is not None else 'none: waveform in'}) "
+                f"needs rank {expected_rank}"
+            )
+        if frontend is not None and len(shape) == 3 and isinstance(shape[1], int) and shape[1] != int(frontend.filters):
+            raise BundleError(f"{where}: model takes {shape[1]} filter channels, frontend.filters is {frontend.filters}")
+
+    def model_inputs(self, windows: np.ndarray) -> np.ndarray:
+        """What the session is fed for ``[n, window]`` raw windows (features when there is a front end)."""
+        batch = np.ascontiguousarray(windows, dtype=np.float32)
+        return self.frontend(batch) if self.frontend is not None else batch
+
+    def run_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        (scores,) = self.session.run([self.output_name], {self.input_name: inputs})
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    def score(self, batch: np.ndarray) -> np.ndarray:
+        """Raw scores for ``[n, window]`` windows, ``max_batch`` at a time (bounded memory)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        out = [self.run_inputs(self.model_inputs(batch[i : i + self.max_batch]))
+               for i in range(0, len(batch), self.max_batch)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 class Detector:
     """Scores audio with a bundle. Windows of one input go to the session in one call."""
 
@@ -76,14 +127,10 @@ class Detector:
                                     default_level=self.bundle.manifest["onnx"]["graph_optimization_level"])
         self.input_name = self.bundle.manifest["onnx"]["input"]
         self.output_name = self.bundle.manifest["onnx"]["output"]
-        names_in = [i.name for i in self.session.get_inputs()]
-        names_out = [o.name for o in self.session.get_outputs()]
-        if self.input_name not in names_in or self.output_name not in names_out:
-            raise BundleError(
-                f"{self.bundle.model_path}: model has inputs {names_in} / outputs {names_out}, "
-                f"manifest expects {self.input_name!r} / {self.output_name!r}"
-            )
+        self.frontend_spec = FrontEndSpec.from_manifest(self.bundle.manifest.get("frontend"))
         self.max_batch = max(1, int(max_batch))
+        self.scorer = WindowScorer(self.session, self.input_name, self.output_name, self.frontend_spec,
+                                   self.max_batch, where=str(self.bundle.model_path))
 
     @property
     def provider(self) -> str:
@@ -96,13 +143,13 @@ class Detector:
         return WindowRule(window=rule.window, hop=rule.hop, mode=mode, combine=rule.combine)
 
     def score_windows(self, batch: np.ndarray) -> np.ndarray:
-        """Raw scores for a ``[n, window]`` float32 batch (split into ``max_batch`` chunks)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        out = []
-        for i in range(0, len(batch), self.max_batch):
-            (scores,) = self.session.run([self.output_name], {self.input_name: batch[i : i + self.max_batch]})
-            out.append(np.asarray(scores, dtype=np.float32).reshape(-1))
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        """Raw scores for a ``[n, window]`` float32 batch of raw windows (split into ``max_batch`` chunks).
+
+        When the manifest declares a numpy front end, the windows are filtered here before
+        the session runs, so callers always pass raw windows whatever the bundle.
+        """
+        self.scorer.max_batch = self.max_batch
+        return self.scorer.score(batch)
 
     def score_samples(self, samples: np.ndarray, source: str = "array", windows: Optional[str] = None,
                       started: Optional[float] = None) -> DetectionResult:

@@ -68,9 +68,13 @@ class FoldedRawNet2(nn.Module):
         self.head = fused_score_head(model)
         self.eval()
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        x = self.sinc(waveform.unsqueeze(1))
-        x = F.selu(self.first_bn(F.max_pool1d(torch.abs(x), 3)))
+    def front(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Waveform [batch, samples] → pooled |sinc| features [batch, filters, (samples - k + 1) // 3]."""
+        return F.max_pool1d(torch.abs(self.sinc(waveform.unsqueeze(1))), 3)
+
+    def body(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled sinc features → bona fide score: the graph when the front end runs in numpy."""
+        x = F.selu(self.first_bn(features))
         for block, att in zip(self.blocks, self.attentions):
             x = block(x)
             s = torch.sigmoid(att(x.mean(dim=-1))).unsqueeze(-1)
@@ -78,3 +82,23 @@ class FoldedRawNet2(nn.Module):
         x = F.selu(self.bn_before_gru(x)).transpose(1, 2)
         out, _ = self.gru(x)
         return -F.softplus(self.head(out[:, -1, :])).squeeze(-1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.body(self.front(waveform))
+
+
+class FoldedBody(nn.Module):
+    """The graph after the front end (input: pooled sinc features), for a numpy front end.
+
+    Exported alone when the device computes the sinc stage with an FFT
+    (:mod:`edge_detector.frontend`): the ONNX model then starts at ``first_bn``.
+    """
+
+    def __init__(self, folded: FoldedRawNet2) -> None:
+        super().__init__()
+        self.folded = folded.eval()
+        self.config = folded.config
+        self.eval()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.folded.body(features)

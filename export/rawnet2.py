@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_detector.sincbank import odd_kernel_size, sinc_filters
+from edge_detector.sincbank import check_sinc_keep, odd_kernel_size, sinc_filters, sinc_filters_subset
 
 
 @dataclass
@@ -37,6 +37,11 @@ class RawNet2Config:
     gru_layers: int = 3
     fc1_dim: int = 1024
     n_classes: int = 2
+    # Pruned sinc front end: the band edges come from the *original* band count, so a
+    # model that lost some filters records that count and which bands it kept (strictly
+    # increasing indices into the original grid). Both None = the plain sinc_filters bank.
+    sinc_total: Optional[int] = None
+    sinc_keep: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         if self.sinc_filters != self.stage1_channels:
@@ -46,6 +51,12 @@ class RawNet2Config:
             )
         if self.inner_channels is not None and len(self.inner_channels) != 6:
             raise ValueError("inner_channels needs one width per residual block (6)")
+        if (self.sinc_keep is None) != (self.sinc_total is None):
+            raise ValueError("sinc_keep and sinc_total go together (kept band indices of the original grid)")
+        if self.sinc_keep is not None:
+            self.sinc_keep = list(check_sinc_keep(self.sinc_keep, int(self.sinc_total)))
+            if len(self.sinc_keep) != self.sinc_filters:
+                raise ValueError(f"sinc_keep has {len(self.sinc_keep)} bands but sinc_filters is {self.sinc_filters}")
 
     @property
     def block_io(self) -> list[tuple[int, int]]:
@@ -65,11 +76,28 @@ class RawNet2Config:
 
 
 class SincFrontEnd(nn.Module):
-    """Fixed sinc band-pass bank (a buffer, not a parameter: it is absent from checkpoints)."""
+    """Fixed sinc band-pass bank (a buffer, not a parameter: it is absent from checkpoints).
 
-    def __init__(self, n_filters: int, kernel_size: int, sample_rate: int) -> None:
+    ``keep``/``n_total`` select rows of the ``n_total``-band bank (a sinc-pruned model):
+    the kept filters stay bit-identical to the ones the model was trained with.
+    """
+
+    def __init__(
+        self,
+        n_filters: int,
+        kernel_size: int,
+        sample_rate: int,
+        keep: Optional[Sequence[int]] = None,
+        n_total: Optional[int] = None,
+    ) -> None:
         super().__init__()
-        bank = torch.from_numpy(sinc_filters(n_filters, kernel_size, sample_rate).copy())
+        if keep is None:
+            bank_np = sinc_filters(n_filters, kernel_size, sample_rate)
+        else:
+            if n_total is None or len(keep) != n_filters:
+                raise ValueError("a sinc subset needs n_total and len(keep) == n_filters")
+            bank_np = sinc_filters_subset(n_total, keep, kernel_size, sample_rate)
+        bank = torch.from_numpy(bank_np.copy())
         self.register_buffer("filters", bank.unsqueeze(1), persistent=False)
         self.kernel_size = odd_kernel_size(kernel_size)
 
@@ -106,7 +134,7 @@ class RawNet2(nn.Module):
     def __init__(self, config: Optional[RawNet2Config] = None) -> None:
         super().__init__()
         self.config = cfg = config or RawNet2Config()
-        self.sinc = SincFrontEnd(cfg.sinc_filters, cfg.sinc_kernel, cfg.sample_rate)
+        self.sinc = SincFrontEnd(cfg.sinc_filters, cfg.sinc_kernel, cfg.sample_rate, cfg.sinc_keep, cfg.sinc_total)
         self.first_bn = nn.BatchNorm1d(cfg.sinc_filters)
         self.selu = nn.SELU()
         for i, (cin, cout) in enumerate(cfg.block_io):

@@ -39,15 +39,22 @@ def parity_windows(paths: tuple[str, ...], limit: int, window: int) -> "np.ndarr
               help="Window mode the bundle declares.")
 @click.option("--hop", type=int, default=32300, show_default=True, help="Hop between windows (samples) for 'all'.")
 @click.option("--combine", type=click.Choice(["mean", "median", "min"]), default="mean", show_default=True)
+@click.option("--frontend", type=click.Choice(["graph", "numpy-fft"]), default="graph", show_default=True,
+              help="Where the fixed sinc filter bank runs: inside the ONNX graph (1025-tap convolution), or on the "
+                   "device in numpy with an FFT (the graph then starts at first_bn and takes 'features').")
+@click.option("--gru", type=click.Choice(["onnx", "matmul"]), default="onnx", show_default=True,
+              help="GRU as the ONNX GRU op, or rewritten as MatMul + elementwise ops so that static int8 "
+                   "(`edge-detect quantize`) can quantize its weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...], parity_count: int, tolerance: float,
-                   mode: str, hop: int, combine: str, overwrite: bool) -> None:
+                   mode: str, hop: int, combine: str, frontend: str, gru: str, overwrite: bool) -> None:
     """Export CHECKPOINT (official RawNet2 .pth or ours) to a bundle folder.
 
     TorchScript exporter, fixed sinc filters as constants, BN folded, the two FC layers
-    fused, dynamic batch axis. The parity gate compares onnxruntime (graph level 'all',
-    as on the device) with PyTorch on fresh random windows and on real audio windows
-    and fails when max |Δscore| exceeds --tolerance. Thresholds start uncalibrated: run
+    fused, dynamic batch axis. The parity gate compares the device path (numpy front
+    end if --frontend numpy-fft, then onnxruntime at graph level 'all') with the
+    original PyTorch model on fresh random windows and on real audio windows and fails
+    when max |Δscore| exceeds --tolerance. Thresholds start uncalibrated: run
     `edge-detect calibrate` next.
     """
     try:
@@ -64,11 +71,11 @@ def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...],
         if audio is None:
             log("parity gate: no real audio given (--parity-audio); comparing on random windows only")
         out = build_bundle(model, out_dir, checkpoint_path=checkpoint, audio_windows=audio, window_rule=rule,
-                           tolerance=tolerance, overwrite=overwrite)
+                           tolerance=tolerance, overwrite=overwrite, frontend=frontend, gru=gru)
         import json
 
         parity = json.loads((Path(out) / "manifest.json").read_text())["parity"]
-        log(f"wrote {out} (parity: random {parity['max_abs_diff_random']:.2g}, audio {parity['max_abs_diff_audio']}, "
+        log(f"wrote {out} [frontend {frontend}, gru {gru}] (parity: random {parity['max_abs_diff_random']:.2g}, audio {parity['max_abs_diff_audio']}, "
             f"tolerance {tolerance:g})")
     except EdgeDetectorError as exc:
         fail(exc)

@@ -1,0 +1,188 @@
+"""Static int8 QDQ quantization of bundles, calibrated on decoded protocol audio.
+
+Bundles here use a 1 s window (the model is length-agnostic; the GRU unrolls over 6
+steps instead of 29) so that quantizing ~20 variants for the sensitivity report stays
+within the test budget.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("torch")
+
+from edge_detector.bundle import load_bundle  # noqa: E402
+from edge_detector.detector import Detector  # noqa: E402
+from edge_detector.windows import WindowRule  # noqa: E402
+
+from audio_synth import buzzy, speechlike, write  # noqa: E402
+
+WINDOW = 16000
+
+
+@pytest.fixture(scope="module")
+def model():
+    from conftest import train_tiny
+
+    return train_tiny(steps=3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A protocol and audio folder: speech-like bona fide, buzzy spoofs, mixed rates/lengths/formats."""
+    root = tmp_path_factory.mktemp("corpus")
+    audio = root / "audio"
+    audio.mkdir()
+    lines = []
+    for i in range(6):
+        write(audio / f"B{i:02d}.wav", speechlike(0.8 + 0.15 * i, seed=40 + i, f0=100 + 15 * i))
+        lines.append(f"VCTK_p{i} B{i:02d} - - bonafide")
+        write(audio / f"S{i:02d}.flac", buzzy(0.7 + 0.2 * i, sr=22050, seed=60 + i), sr=22050)
+        lines.append(f"LJ S{i:02d} - tts{i % 2} spoof")
+    protocol = root / "protocol.txt"
+    protocol.write_text("\n".join(lines) + "\n")
+    return protocol, audio
+
+
+def _bundle(model, out: Path, frontend: str, gru: str) -> Path:
+    from export.onnx_export import build_bundle
+
+    audio = np.stack([speechlike(1.2, seed=1)[:WINDOW], buzzy(1.2, seed=1)[:WINDOW]])
+    return build_bundle(model, out, audio_windows=audio, window_rule=WindowRule(window=WINDOW, hop=WINDOW // 2),
+                        frontend=frontend, gru=gru)
+
+
+@pytest.fixture(scope="module")
+def fp32_matmul(model, tmp_path_factory) -> Path:
+    return _bundle(model, tmp_path_factory.mktemp("b") / "fp32-mm", "numpy-fft", "matmul")
+
+
+def _producer(graph):
+    return {o: n for n in graph.node for o in n.output}
+
+
+def test_quantize_with_sensitivity_and_budget(fp32_matmul, corpus, tmp_path):
+    from quantize.qdq_graph import quantizable_groups
+    from quantize.static_int8 import quantize_bundle
+
+    protocol, audio = corpus
+    out = tmp_path / "int8"
+    logs: list[str] = []
+    res = quantize_bundle(fp32_matmul, out, protocol, audio, calib_count=6, eval_count=6, sensitivity=True,
+                          max_eer_increase=0.0, log=logs.append)
+    # --- graph: QDQ around every Conv / MatMul, no GRU op left
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "GRU" not in ops
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 40
+    prod = _producer(graph)
+    excluded = set(res.manifest["quantization"]["excluded_nodes"])
+    targets = [n for n in graph.node if n.op_type in ("Conv", "MatMul") and n.name not in excluded]
+    assert len(targets) >= 10
+    for n in targets:  # activation and weight both come through DequantizeLinear
+        assert prod[n.input[0]].op_type == "DequantizeLinear", n.name
+        assert prod[n.input[1]].op_type == "DequantizeLinear", n.name
+    # --- the device runs it
+    b = load_bundle(out)
+    det = Detector(b)
+    x = np.stack([speechlike(1.5, seed=5)[:WINDOW], buzzy(1.5, seed=5)[:WINDOW]])
+    scores = det.score_windows(x)
+    ref = Detector(fp32_matmul).score_windows(x)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+    assert float(np.abs(scores - ref).max()) < 0.05
+    # --- recipe in the manifest
+    m = res.manifest
+    q = m["quantization"]
+    assert m["model"]["variant"] == "int8" and m["model_id"].endswith("-int8")
+    assert q["format"] == "QDQ" and q["per_channel"] is True
+    assert q["activation_type"] == "int8" and q["weight_type"] == "int8" and q["activation_symmetric"] is False
+    assert q["calibration"]["protocol"] == "protocol.txt" and q["calibration"]["files"] == 6
+    assert q["calibration"]["bonafide"] == 3 and q["calibration"]["spoof"] == 3
+    assert "sinc-fft-numpy" in q["calibration"]["preprocessing"]
+    assert set(q["versions"]) == {"onnxruntime", "onnx"}
+    p = q["parity_vs_fp32"]
+    assert p["files"] == 6 and 0 <= p["decision_agreement"] <= 1 and p["max_abs_diff"] >= p["mean_abs_diff"]
+    assert m["frontend"] == json.loads((fp32_matmul / "manifest.json").read_text())["frontend"]
+    assert q["budget"]["met"] is True and q["budget"]["eer_int8"] <= q["budget"]["eer_fp32"]
+    assert q["source_bundle"]["model_sha256"] == load_bundle(fp32_matmul).model_sha256
+    # --- sensitivity: one entry per weight group, plus both references
+    rep = json.loads((out / "sensitivity.json").read_text())
+    assert "sensitivity.json" in m["files"]  # hashed with the bundle
+    fp32_graph = onnx.load(str(fp32_matmul / "model.onnx")).graph
+    n_conv = sum(n.op_type == "Conv" for n in fp32_graph.node)
+    n_gemm = sum(n.op_type == "Gemm" for n in fp32_graph.node)
+    assert len(rep["groups"]) == n_conv + n_gemm + 2  # + GRU input and recurrent weight (1 layer)
+    assert len({g["group"] for g in rep["groups"]}) == len(rep["groups"])
+    hh = [g for g in rep["groups"] if "w_hh" in g["group"]]
+    assert len(hh) == 1 and len(hh[0]["nodes"]) > 1  # all unrolled steps in one group
+    for g in rep["groups"]:
+        assert {"eer", "max_abs_diff", "mean_abs_diff", "decision_agreement", "nodes"} <= set(g)
+    assert set(rep["reference"]) == {"all-fp32", "all-int8"}
+    assert sorted(rep["ranking"]) == sorted(g["group"] for g in rep["groups"])
+
+
+def test_cli_exclude_symmetric_no_per_channel(fp32_matmul, corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from edge_detector.cli import main
+
+    protocol, audio = corpus
+    out = tmp_path / "int8s"
+    r = CliRunner().invoke(main, [
+        "quantize", str(fp32_matmul), "-o", str(out), "--protocol", str(protocol), "--audio-dir", str(audio),
+        "--calib-count", "4", "--exclude", "/head/Gemm,/blocks.0/conv1/Conv", "--symmetric", "--no-per-channel"])
+    assert r.exit_code == 0, r.output
+    m = load_bundle(out).manifest
+    q = m["quantization"]
+    assert m["model"]["variant"] == "int8-symmetric"
+    assert q["activation_symmetric"] is True and q["per_channel"] is False
+    assert set(q["excluded_nodes"]) == {"/head/Gemm", "/blocks.0/conv1/Conv"}
+    graph = onnx.load(str(out / "model.onnx")).graph
+    prod = _producer(graph)
+    conv = next(n for n in graph.node if n.name == "/blocks.0/conv1/Conv")
+    assert all(i not in prod or prod[i].op_type != "DequantizeLinear" for i in conv.input)  # stayed fp32
+    # symmetric activations: every activation zero point is 0
+    inits = {i.name: i for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2:
+            assert not np.any(onnx.numpy_helper.to_array(inits[n.input[2]]))
+    assert Detector(out).score_windows(np.zeros((1, WINDOW), np.float32) + 0.01).shape == (1,)
+    # unknown exclusion names fail with the bundle untouched
+    r = CliRunner().invoke(main, ["quantize", str(fp32_matmul), "-o", str(tmp_path / "x"), "--protocol", str(protocol),
+                                  "--audio-dir", str(audio), "--exclude", "no-such-node"])
+    assert r.exit_code != 0 and "unknown node or group" in r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_graph_frontend_onnx_gru_bundle(model, corpus, tmp_path):
+    """Without --gru matmul the GRU op stays fp32 (and is recorded so); waveform input still works."""
+    from quantize.static_int8 import QuantizationError, quantize_bundle
+
+    protocol, audio = corpus
+    src = _bundle(model, tmp_path / "fp32", "graph", "onnx")
+    res = quantize_bundle(src, tmp_path / "q", protocol, audio, calib_count=4)
+    q = res.manifest["quantization"]
+    assert q["onnx_gru_left_fp32"] is True and q["node_counts"]["GRU"] == 1
+    assert res.manifest["onnx"]["input"] == "waveform" and res.manifest.get("frontend") is None
+    assert Detector(res.bundle).score_windows(np.stack([speechlike(1.1, seed=9)[:WINDOW]])).shape == (1,)
+    with pytest.raises(QuantizationError, match="already quantized"):
+        quantize_bundle(res.bundle, tmp_path / "qq", protocol, audio, calib_count=2)
+
+
+def test_balanced_order_and_reader():
+    from edge_detector.protocol import ProtocolEntry
+    from quantize.static_int8 import FeatureReader, balanced_order
+
+    entries = [ProtocolEntry("A", f"b{i}", "-", "bonafide") for i in range(5)]
+    entries += [ProtocolEntry("L", f"s{i}", "x", "spoof") for i in range(3)]
+    order = balanced_order(entries, seed=1)
+    assert [e.label for e in order[:6]] == ["bonafide", "spoof"] * 3
+    assert order == balanced_order(entries, seed=1)
+    r = FeatureReader("features", np.zeros((5, 2, 3), np.float32), batch_size=2)
+    assert len(r) == 3 and [b["features"].shape[0] for b in iter(r.get_next, None)] == [2, 2, 1]
+    r.rewind()
+    assert r.get_next()["features"].shape == (2, 2, 3)
