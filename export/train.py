@@ -42,6 +42,7 @@ class TrainConfig:
     unfreeze_every: int = 1  # then unfreeze one more stage every N epochs, from the top
     threads: int = 0  # 0 = torch default
     balanced_sampling: bool = False
+    source_balanced: bool = False  # sample (source, label) groups with weight ∝ 1/sqrt(group size)
     log_every: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -120,6 +121,7 @@ class Trainer:
                 "history": self.history,
                 "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                "augment_rng": _augment_rng_state(self.augment_fn),
                 "train_config": asdict(self.cfg),
             },
             self.out_dir / "last_state.pt",
@@ -134,12 +136,17 @@ class Trainer:
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        # RawBoost draws from its own generator: restore it too, or a resumed run augments differently.
+        if state.get("augment_rng") is not None and isinstance(getattr(self.augment_fn, "rng", None), np.random.Generator):
+            self.augment_fn.rng.bit_generator.state = state["augment_rng"]
         self.log(f"resumed from {path} at epoch {self.epoch} (best EER {self.best_eer:.4f})")
 
     # -- one epoch -----------------------------------------------------------------------
     def _order(self) -> np.ndarray:
         labels = self.train_set.labels
         n = len(labels)
+        if self.cfg.source_balanced:
+            return self._source_balanced_order()
         if not self.cfg.balanced_sampling:
             return self.rng.permutation(n)
         # Oversample the minority class so each epoch sees both classes equally often.
@@ -147,6 +154,24 @@ class Trainer:
         m = max(len(i) for i in idx)
         both = np.concatenate([self.rng.choice(i, m, replace=len(i) < m) for i in idx])
         return self.rng.permutation(both)
+
+    def _source_balanced_order(self) -> np.ndarray:
+        """Draw an epoch where big (source, label) groups count less than their size.
+
+        In a corpus where one speaker supplies most spoofs and another corpus most bona
+        fide files, plain sampling teaches the speaker. Weighting each file by
+        1/sqrt(group size) gives every group mass ∝ sqrt(size): small groups (bona fide
+        of the spoofed speakers) are seen far more often, without repeating a one-file
+        group as often as a 250-file one.
+        """
+        from edge_detector.protocol import source_of
+
+        keys = [(source_of(e.speaker), e.label) for e in self.train_set.entries]
+        counts: dict = {}
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
+        return self.rng.choice(len(keys), size=len(keys), replace=True, p=w / w.sum())
 
     def train_epoch(self) -> float:
         self.model.train()
@@ -199,6 +224,11 @@ class Trainer:
         save_checkpoint(self.model, str(self.out_dir / "last.pt"), meta={"epoch": self.epoch})
         (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=2))
         return {"best_val_eer": self.best_eer, "epochs": self.epoch, "history": self.history}
+
+
+def _augment_rng_state(augment_fn) -> Optional[dict]:
+    rng = getattr(augment_fn, "rng", None)
+    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
 
 def _progress(label: str, done: int, total: int, t0: float, extra: str) -> None:

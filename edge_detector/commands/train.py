@@ -38,6 +38,10 @@ def _csv(value: Optional[str]) -> list[str]:
 @click.option("--class-weights", default="0.1,0.9", show_default=True, help="spoof,bonafide loss weights.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="RawBoost augmentation.")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Oversample the minority class.")
+@click.option("--source-balanced/--no-source-balanced", default=False, show_default=True,
+              help="Sample (source, label) groups with weight 1/sqrt(size): fights speaker/corpus confounds.")
+@click.option("--channel-augment/--no-channel-augment", default=True, show_default=True,
+              help="Random band-limiting and gain on both classes (removes bandwidth/level cues).")
 @click.option("--freeze-epochs", type=int, default=0, show_default=True,
               help="Train only the head (BN+GRU+FC) for N epochs, then unfreeze one stage per --unfreeze-every epochs.")
 @click.option("--unfreeze-every", type=int, default=1, show_default=True)
@@ -56,6 +60,7 @@ def _csv(value: Optional[str]) -> list[str]:
 def train_command(protocol_path: str, audio_dir: str, out_dir: str, val_protocol: Optional[str], val_fraction: float,
                   holdout_sources: Optional[str], exclude_sources: Optional[str], epochs: int, batch_size: int,
                   lr: float, weight_decay: float, class_weights: str, augment: bool, balanced: bool,
+                  source_balanced: bool, channel_augment: bool,
                   freeze_epochs: int, unfreeze_every: int, init_ckpt: Optional[str], resume_state: Optional[str],
                   seed: int, threads: int, cache_dir: Optional[str], sinc_filters: int, stage2_channels: int,
                   gru_hidden: int, gru_layers: int, fc1_dim: int) -> None:
@@ -72,7 +77,7 @@ def train_command(protocol_path: str, audio_dir: str, out_dir: str, val_protocol
 
 
 def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources, exclude_sources, epochs,
-         batch_size, lr, weight_decay, class_weights, augment, balanced, freeze_epochs, unfreeze_every, init_ckpt,
+         batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, init_ckpt,
          resume_state, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim):
     import numpy as np
     import torch
@@ -109,11 +114,23 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     cw = tuple(float(v) for v in class_weights.split(","))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_weights=cw,
                       seed=seed, augment=augment, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every,
-                      threads=threads, balanced_sampling=balanced)
+                      threads=threads, balanced_sampling=balanced, source_balanced=source_balanced)
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
-    augment_fn = RawBoost(seed=seed) if augment else None
+    augment_fn = None
+    if augment or channel_augment:
+        from export.augment_channel import ChannelAugment, Compose
+
+        rng = np.random.default_rng(seed)
+        steps = []
+        if channel_augment:
+            steps.append(ChannelAugment(rng=rng))
+        if augment:
+            boost = RawBoost(seed=seed)
+            boost.rng = rng  # one shared generator: saved and restored on --resume
+            steps.append(boost)
+        augment_fn = Compose(steps, rng=rng)
     trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn)
     if resume_state:
         trainer.resume(resume_state)
