@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 import numpy as np
 
-from ..errors import EdgeDetectorError
+from ..errors import DataError, EdgeDetectorError
 from ._common import exit_with, fail, log
 
 
@@ -53,7 +54,7 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
     entries = read_protocol(protocol_path)
     paths = resolve_audio(entries, audio_dir)
     scores, labels = [], []
-    with click.progressbar(entries, label="scoring", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(entries, label="scoring", file=sys.stderr) as bar:
         for e in bar:
             try:
                 r = det.score_file(paths[e.file_id], windows="first")
@@ -63,6 +64,8 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
             scores.append(r.score)
             labels.append(e.target)
     s, y = np.asarray(scores), np.asarray(labels)
+    if (y == 1).sum() == 0 or (y == 0).sum() == 0:
+        raise DataError("calibration needs scorable files of both classes (bona fide and spoof)")
     cal = fit_logistic_calibration(s[y == 1], s[y == 0])
     llr = cal.apply(s)
     th = choose_thresholds(llr[y == 1], llr[y == 0], target_far=target_far, target_frr=target_frr)
@@ -77,7 +80,23 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
                        "far_at_accept": th["far_at_accept"], "frr_at_reject": th["frr_at_reject"]}
     m["evaluation"] = {"set": Path(protocol_path).name, "files": int(len(y)), "eer": th["eer"],
                        "eer_threshold_calibrated": th["eer_threshold"], "windows": "first"}
+    _restamp_onnx_metadata(src.model_path, m)
     write_manifest(src.path, m)
     log(json.dumps({"bundle": str(src.path), "eer": th["eer"], "accept": th["accept"], "reject": th["reject"],
                     "scale": cal.scale, "offset": cal.offset}))
     exit_with(0)
+
+
+def _restamp_onnx_metadata(model_path: Path, manifest: dict) -> None:
+    """Keep the ONNX ``metadata_props`` in step with the manifest when onnx is installed.
+
+    On a device without onnx (runtime install) the manifest, which is what the runtime
+    reads, is updated and the model file is left as exported; say so.
+    """
+    try:
+        from export.onnx_meta import add_onnx_metadata
+        import onnx  # noqa: F401
+    except ModuleNotFoundError:
+        log("onnx not installed: manifest updated, the model's metadata_props keep the export-time calibration")
+        return
+    add_onnx_metadata(Path(model_path), manifest)
