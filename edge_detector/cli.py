@@ -23,6 +23,14 @@ COMMANDS: dict[str, str] = {
     "train": "train:train_command",
     "export": "export:export_command",
     "calibrate": "calibrate:calibrate_command",
+    "quantize": "quantize:quantize_command",
+    "bench": "bench:bench_command",
+    "doctor": "doctor:doctor_command",
+    "convert-fp16": "convert_fp16:convert_fp16_command",
+    "prune": "prune:prune_command",
+    "make-demo": "make_demo:make_demo_command",
+    "listen": "listen:listen_command",
+    "devices": "devices:devices_command",
 }
 
 
