@@ -80,23 +80,10 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
                        "far_at_accept": th["far_at_accept"], "frr_at_reject": th["frr_at_reject"]}
     m["evaluation"] = {"set": Path(protocol_path).name, "files": int(len(y)), "eer": th["eer"],
                        "eer_threshold_calibrated": th["eer_threshold"], "windows": "first"}
-    _restamp_onnx_metadata(src.model_path, m)
+    # The model file is left byte-identical (its sha256 identifies the weights in every
+    # record); its metadata_props keep the export-time calibration, the manifest rules.
     write_manifest(src.path, m)
     log(json.dumps({"bundle": str(src.path), "eer": th["eer"], "accept": th["accept"], "reject": th["reject"],
                     "scale": cal.scale, "offset": cal.offset}))
     exit_with(0)
 
-
-def _restamp_onnx_metadata(model_path: Path, manifest: dict) -> None:
-    """Keep the ONNX ``metadata_props`` in step with the manifest when onnx is installed.
-
-    On a device without onnx (runtime install) the manifest, which is what the runtime
-    reads, is updated and the model file is left as exported; say so.
-    """
-    try:
-        from export.onnx_meta import add_onnx_metadata
-        import onnx  # noqa: F401
-    except ModuleNotFoundError:
-        log("onnx not installed: manifest updated, the model's metadata_props keep the export-time calibration")
-        return
-    add_onnx_metadata(Path(model_path), manifest)
