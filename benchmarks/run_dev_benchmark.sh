@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-DATA=${DATA:-../shared/data/dev}
+DATA=${DATA:?set DATA to the corpus folder (protocol.txt + audio)}
 CHECKPOINT=${CHECKPOINT:-artifacts/full/best.pt}
 OUT=${OUT:-benchmarks/results/dev-heldout}
 THREADS=${THREADS:-1,2}

@@ -74,3 +74,24 @@ class Compose:
         for step in self.steps:
             x = step(x)
         return x
+
+
+def build_training_augment(rawboost: bool, channel: bool, seed: int):
+    """The training augmentation chain (channel first, then RawBoost) on one shared generator.
+
+    ``None`` when both are off. Used by `train` and by `prune`'s fine-tuning alike, so the
+    two see the same data distribution.
+    """
+    from .augment import RawBoost
+
+    if not (rawboost or channel):
+        return None
+    rng = np.random.default_rng(seed)
+    steps: list = []
+    if channel:
+        steps.append(ChannelAugment(rng=rng))
+    if rawboost:
+        boost = RawBoost(seed=seed)
+        boost.rng = rng  # one shared generator: saved and restored on --resume
+        steps.append(boost)
+    return Compose(steps, rng=rng)

@@ -725,6 +725,10 @@ def run_schedule(
             work = out / "work" / f"step_{k}"
             cfg_k = TrainConfig(**{**ft.__dict__, "seed": ft.seed + k})
             trainer = Trainer(pruned, train, val, work, cfg_k, augment_fn=augment_fn, log=log)
+            # Fine-tuning must earn its place: the pruned-but-untuned weights are the
+            # checkpoint to beat (on a small validation set fine-tuning can make it worse).
+            save_checkpoint(pruned, str(work / "best.pt"), meta={"epoch": 0, "val_eer": rec["val_eer_pruned"]})
+            trainer.best_eer = float(rec["val_eer_pruned"])
             result = trainer.fit()
             pruned, _ = load_checkpoint(str(work / "best.pt"))
             rec["finetune"] = [{kk: h[kk] for kk in ("epoch", "loss", "val_eer")} for h in result["history"]]

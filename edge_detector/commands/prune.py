@@ -50,6 +50,10 @@ def _csv(value: Optional[str]) -> list[str]:
 @click.option("--class-weights", default="0.1,0.9", show_default=True, help="spoof,bonafide loss weights.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="RawBoost augmentation while fine-tuning.")
 @click.option("--balanced/--no-balanced", default=False, show_default=True)
+@click.option("--source-balanced/--no-source-balanced", default=False, show_default=True,
+              help="Sample (source, label) groups with weight 1/sqrt(size) while fine-tuning.")
+@click.option("--channel-augment/--no-channel-augment", default=True, show_default=True,
+              help="Random band-limiting and gain while fine-tuning (as in `train`).")
 @click.option("--freeze-epochs", type=int, default=0, show_default=True,
               help="Per step: fine-tune only the head for N epochs, then unfreeze a stage per --unfreeze-every.")
 @click.option("--unfreeze-every", type=int, default=1, show_default=True)
@@ -61,7 +65,7 @@ def prune_command(checkpoint: str, protocol_path: str, audio_dir: str, out_dir: 
                   val_fraction: float, holdout_sources: Optional[str], exclude_sources: Optional[str],
                   target_text: str, steps: int, finetune_epochs: int, criterion: str, importance_batches: int,
                   refit_head: bool, batch_size: int, lr: float, weight_decay: float, class_weights: str,
-                  augment: bool, balanced: bool, freeze_epochs: int, unfreeze_every: int, seed: int, threads: int,
+                  augment: bool, balanced: bool, source_balanced: bool, channel_augment: bool, freeze_epochs: int, unfreeze_every: int, seed: int, threads: int,
                   cache_dir: Optional[str], keep_work: bool) -> None:
     """Prune CHECKPOINT (ours or an official .pth) down to --target in --steps steps.
 
@@ -80,12 +84,12 @@ def prune_command(checkpoint: str, protocol_path: str, audio_dir: str, out_dir: 
 
 def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources,
          exclude_sources, target_text, steps, finetune_epochs, criterion, importance_batches, refit_head,
-         batch_size, lr, weight_decay, class_weights, augment, balanced, freeze_epochs, unfreeze_every, seed,
+         batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, seed,
          threads, cache_dir, keep_work):
     import torch
 
     from edge_detector.protocol import random_split, read_protocol, source_of, split_by_source
-    from export.augment import RawBoost
+    from export.augment_channel import build_training_augment
     from export.dataset import load_corpus
     from export.prune import parse_target, run_schedule
     from export.rawnet2 import load_checkpoint
@@ -121,11 +125,12 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
 
     ft = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                      class_weights=cw, seed=seed, augment=augment, freeze_epochs=freeze_epochs,
-                     unfreeze_every=unfreeze_every, threads=threads, balanced_sampling=balanced)
+                     unfreeze_every=unfreeze_every, threads=threads, balanced_sampling=balanced,
+                     source_balanced=source_balanced)
     records = run_schedule(
         model, target, steps, out_dir, train_set, val_set, held_set, finetune=ft, criterion=criterion,
         importance_batches=importance_batches, importance_batch_size=min(batch_size, 16), refit=refit_head,
-        augment_fn=RawBoost(seed=seed) if augment else None, source=str(checkpoint), keep_work=keep_work, seed=seed,
+        augment_fn=build_training_augment(augment, channel_augment, seed), source=str(checkpoint), keep_work=keep_work, seed=seed,
         log=log,
     )
     log_path = Path(out_dir) / "prune_log.json"

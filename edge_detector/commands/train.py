@@ -84,7 +84,6 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
 
     from edge_detector.metrics import compute_eer
     from edge_detector.protocol import random_split, read_protocol, source_of, split_by_source
-    from export.augment import RawBoost
     from export.dataset import load_corpus
     from export.rawnet2 import RawNet2Config, load_checkpoint
     from export.scoring import score_signals
@@ -118,19 +117,9 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
-    augment_fn = None
-    if augment or channel_augment:
-        from export.augment_channel import ChannelAugment, Compose
+    from export.augment_channel import build_training_augment
 
-        rng = np.random.default_rng(seed)
-        steps = []
-        if channel_augment:
-            steps.append(ChannelAugment(rng=rng))
-        if augment:
-            boost = RawBoost(seed=seed)
-            boost.rng = rng  # one shared generator: saved and restored on --resume
-            steps.append(boost)
-        augment_fn = Compose(steps, rng=rng)
+    augment_fn = build_training_augment(augment, channel_augment, seed)
     trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn)
     if resume_state:
         trainer.resume(resume_state)

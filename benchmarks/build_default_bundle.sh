@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build the default bundle shipped in edge_detector/models/default/ from the pruned model of
+# run_edge_pipeline.sh: fine-tune it on every source of the corpus except the non-commercial
+# CSMSC files (the held-out experiment already measured generalisation; the shipped model
+# should see as many speakers and systems as the licences allow), then export, calibrate
+# on a validation split it never trained on, quantize to int8 and calibrate again.
+#
+#   DATA=/path/to/corpus bash benchmarks/build_default_bundle.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DATA:?set DATA to the corpus folder (protocol.txt + audio)}"
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+ED=("$PY" -m edge_detector.cli)
+WORK=${WORK:-artifacts}
+EPOCHS=${EPOCHS:-6}
+THREADS=${THREADS:-2}
+DEST=edge_detector/models/default
+set -x
+"$PY" benchmarks/make_splits.py --protocol "$DATA/protocol.txt" --exclude-sources CSMSC --out "$WORK/ship_splits"
+"${ED[@]}" train --init "$WORK/pruned/final.pt" --protocol "$WORK/ship_splits/train.txt" \
+    --val-protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA" --out "$WORK/ship" --epochs "$EPOCHS" \
+    --batch-size 16 --threads "$THREADS" --source-balanced --cache-dir "$WORK/cache"
+"${ED[@]}" export "$WORK/ship/best.pt" -o "$WORK/ship-fp32" --frontend numpy-fft --gru matmul \
+    --parity-audio "$DATA" --parity-count 8 --overwrite
+"${ED[@]}" calibrate "$WORK/ship-fp32" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
+"${ED[@]}" quantize "$WORK/ship-fp32" -o "$WORK/ship-int8" --protocol "$WORK/ship_splits/train.txt" --audio-dir "$DATA" \
+    --calib-count 64 --eval-count 64 --max-eer-increase 0.003 --overwrite
+"${ED[@]}" calibrate "$WORK/ship-int8" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
+rm -rf "$DEST" && mkdir -p "$(dirname "$DEST")" && cp -r "$WORK/ship-int8" "$DEST"
+"${ED[@]}" info "$DEST"

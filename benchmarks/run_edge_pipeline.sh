@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole path on an ASVspoof-style corpus, as it produced the bundles the README reports:
+# train the full RawNet2 with whole sources held out, prune + fine-tune, export (numpy FFT
+# front end, MatMul GRU) with the parity gate, static int8, calibrate, benchmark.
+#
+#   DATA=/path/to/corpus bash benchmarks/run_edge_pipeline.sh
+#
+# DATA must hold protocol.txt and the audio. Outputs go to $WORK (default artifacts/):
+# full/ (training run), pruned/ (pruning log and checkpoints), full-fp32/ (the full model as
+# a bundle), edge-fp32/, edge-int8/ (bundles). Nothing from DATA is copied into the repo.
+# Override HOLDOUT, EPOCHS, TARGET, STEPS, FT_EPOCHS, THREADS as needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DATA:?set DATA to the corpus folder (protocol.txt + audio)}"
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+ED=("$PY" -m edge_detector.cli)
+WORK=${WORK:-artifacts}
+HOLDOUT=${HOLDOUT:-VCTK,ARCTIC,JSUT,CSMSC,LA}
+EPOCHS=${EPOCHS:-12}
+TARGET=${TARGET:-sinc=12,stage2=64,inner1=12,inner2=32,gru_hidden=256,gru_layers=1,fc1=128}
+STEPS=${STEPS:-4}
+FT_EPOCHS=${FT_EPOCHS:-3}
+THREADS=${THREADS:-2}
+mkdir -p "$WORK/splits"
+set -x
+# Splits: held-out sources, and the same validation split `train` makes (seed 1234, 15 %).
+"$PY" benchmarks/make_splits.py --protocol "$DATA/protocol.txt" --holdout-sources "$HOLDOUT" --out "$WORK/splits"
+"${ED[@]}" train --protocol "$DATA/protocol.txt" --holdout-sources "$HOLDOUT" --audio-dir "$DATA" \
+    --out "$WORK/full" --epochs "$EPOCHS" --batch-size 16 --threads "$THREADS" --source-balanced \
+    --cache-dir "$WORK/cache"
+"${ED[@]}" prune "$WORK/full/best.pt" --protocol "$DATA/protocol.txt" --holdout-sources "$HOLDOUT" \
+    --audio-dir "$DATA" --out "$WORK/pruned" --target "$TARGET" --steps "$STEPS" --finetune-epochs "$FT_EPOCHS" \
+    --batch-size 16 --threads "$THREADS" --source-balanced --cache-dir "$WORK/cache"
+"${ED[@]}" export "$WORK/full/best.pt" -o "$WORK/full-fp32" --parity-audio "$DATA" --parity-count 8 --overwrite
+"${ED[@]}" export "$WORK/pruned/final.pt" -o "$WORK/edge-fp32" --frontend numpy-fft --gru matmul \
+    --parity-audio "$DATA" --parity-count 8 --overwrite
+"${ED[@]}" calibrate "$WORK/edge-fp32" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+rm -rf "$WORK/edge-int8"
+"${ED[@]}" quantize "$WORK/edge-fp32" -o "$WORK/edge-int8" --protocol "$WORK/splits/train.txt" --audio-dir "$DATA" \
+    --calib-count 64 --eval-count 64 --max-eer-increase 0.003
+"${ED[@]}" calibrate "$WORK/edge-int8" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+"${ED[@]}" calibrate "$WORK/full-fp32" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+DATA="$DATA" CHECKPOINT="$WORK/full/best.pt" bash benchmarks/run_dev_benchmark.sh "$WORK/full-fp32" "$WORK/edge-fp32" "$WORK/edge-int8"
