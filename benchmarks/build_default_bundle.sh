@@ -29,4 +29,5 @@ set -x
     --calib-count 64 --eval-count 64 --max-eer-increase 0.003 --overwrite
 "${ED[@]}" calibrate "$WORK/ship-int8" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
 rm -rf "$DEST" && mkdir -p "$(dirname "$DEST")" && cp -r "$WORK/ship-fp32" "$DEST"
+rm -rf "$DEST-int8" && cp -r "$WORK/ship-int8" "$DEST-int8"   # for profiles that ask for variant int8
 "${ED[@]}" info "$DEST"
