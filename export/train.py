@@ -43,6 +43,8 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     balanced_sampling: bool = False
     source_balanced: bool = False  # sample (source, label) groups with weight ∝ 1/sqrt(group size)
+    distill_alpha: float = 0.0  # weight of the teacher term (0 = plain cross-entropy)
+    distill_temperature: float = 2.0
     log_every: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -95,8 +97,13 @@ class Trainer:
         cfg: TrainConfig,
         augment_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+        teacher: Optional[nn.Module] = None,
     ) -> None:
         self.model, self.train_set, self.val_set, self.cfg = model, train, val, cfg
+        self.teacher = teacher.eval() if teacher is not None else None
+        if self.teacher is not None:
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.augment_fn = augment_fn
@@ -173,6 +180,18 @@ class Trainer:
         w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
         return self.rng.choice(len(keys), size=len(keys), replace=True, p=w / w.sum())
 
+    def _distill_loss(self, xb: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
+        """KL(teacher ‖ student) at temperature T on the same (augmented) crops, scaled by T².
+
+        The edge model is judged by how often it decides like the full model, so after
+        pruning it learns the full model's soft outputs, not only the labels.
+        """
+        t = float(self.cfg.distill_temperature)
+        with torch.no_grad():
+            teacher_log_probs = self.teacher(xb)
+        return F.kl_div(F.log_softmax(student_log_probs / t, dim=1), F.log_softmax(teacher_log_probs / t, dim=1),
+                        reduction="batchmean", log_target=True) * t * t
+
     def train_epoch(self) -> float:
         self.model.train()
         apply_freeze(self.model, trainable_groups_at(self.epoch, self.cfg))
@@ -193,6 +212,8 @@ class Trainer:
             yb = torch.from_numpy(self.train_set.labels[rows])
             log_probs = self.model(xb)
             loss = F.nll_loss(log_probs, yb, weight=self.loss_weights)
+            if self.teacher is not None and self.cfg.distill_alpha > 0:
+                loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * self._distill_loss(xb, log_probs)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

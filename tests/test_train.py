@@ -231,3 +231,56 @@ def test_missing_torch_names_the_extra(corpus, tmp_path):
     assert "EXIT 12" in proc.stdout
     assert "edge-detector[train]" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- distillation
+
+def _tiny_data():
+    entries = [ProtocolEntry("SRCA_a", f"F{i}", "-" if i % 2 else "tts", "bonafide" if i % 2 else "spoof")
+               for i in range(4)]
+    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(4)]
+    return Corpus(entries, signals)
+
+
+def test_distillation_term_is_zero_for_an_identical_teacher_and_positive_otherwise(tmp_path):
+    import copy
+
+    torch.manual_seed(0)
+    sizes = dict(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32, gru_layers=1, fc1_dim=32)
+    student = RawNet2(RawNet2Config(**sizes)).eval()
+    data = _tiny_data()
+    cfg = TrainConfig(epochs=1, batch_size=4, augment=False, distill_alpha=1.0, distill_temperature=2.0)
+    x = torch.from_numpy(np.stack([speechlike(4.0375, seed=9)[:64600], buzzy(4.0375, seed=9)[:64600]]))
+
+    same = Trainer(student, data, data, tmp_path / "a", cfg, log=lambda s: None, teacher=copy.deepcopy(student))
+    with torch.no_grad():
+        assert float(same._distill_loss(x, student(x))) == pytest.approx(0.0, abs=1e-6)
+
+    torch.manual_seed(1)
+    other = RawNet2(RawNet2Config(**sizes)).eval()
+    with torch.no_grad():  # make the teacher clearly disagree with the student
+        other.fc2_gru.bias.copy_(torch.tensor([3.0, -3.0]))
+    diff = Trainer(student, data, data, tmp_path / "b", cfg, log=lambda s: None, teacher=other)
+    with torch.no_grad():
+        assert float(diff._distill_loss(x, student(x))) > 0.1
+    assert all(not p.requires_grad for p in other.parameters())  # the teacher never trains
+
+
+def test_distillation_moves_the_student_towards_the_teacher(tmp_path):
+    torch.manual_seed(0)
+    sizes = dict(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32, gru_layers=1, fc1_dim=32)
+    student = RawNet2(RawNet2Config(**sizes))
+    teacher = RawNet2(RawNet2Config(**sizes)).eval()
+    with torch.no_grad():
+        teacher.fc2_gru.bias.copy_(torch.tensor([2.0, -2.0]))  # teacher: "spoof" for everything
+    data = _tiny_data()
+    x = torch.from_numpy(np.stack([s[:16000] for s in data.signals]))
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=3e-3, augment=False, distill_alpha=1.0)
+    trainer = Trainer(student, data, data, tmp_path, cfg, log=lambda s: None, teacher=teacher)
+    with torch.no_grad():
+        before = float(trainer._distill_loss(x, student.eval()(x)))
+    for _ in range(8):
+        trainer.train_epoch()
+    with torch.no_grad():
+        after = float(trainer._distill_loss(x, student.eval()(x)))
+    assert after < before
