@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from edge_detector.errors import DataError, MissingFileError
 
@@ -381,3 +381,34 @@ def random_split(
             "leaves one side empty"
         )
     return train, valid
+
+
+def csv_values(value: Optional[str]) -> list[str]:
+    """``"A, B,,C"`` → ``["A", "B", "C"]`` (for comma-separated command-line options)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def training_splits(
+    protocol_path: PathLike,
+    exclude_sources: Optional[str] = None,
+    holdout_sources: Optional[str] = None,
+    val_protocol: Optional[PathLike] = None,
+    val_fraction: float = 0.15,
+    seed: int = 1234,
+) -> tuple[list[ProtocolEntry], list[ProtocolEntry], list[ProtocolEntry]]:
+    """(train, validation, held-out) exactly as `train` and `prune` make them.
+
+    One function so that pruning and fine-tuning never see the validation files the
+    source model was selected on, and held-out sources stay out of both.
+    """
+    entries = read_protocol(protocol_path)
+    excluded = set(csv_values(exclude_sources))
+    if excluded:
+        entries = [e for e in entries if source_of(e.speaker) not in excluded]
+    heldout: list[ProtocolEntry] = []
+    if holdout_sources:
+        entries, heldout = split_by_source(entries, csv_values(holdout_sources))
+    if val_protocol:
+        return entries, read_protocol(val_protocol), heldout
+    train, val = random_split(entries, val_fraction, seed)
+    return train, val, heldout

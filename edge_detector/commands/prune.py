@@ -14,8 +14,6 @@ from ..errors import DataError, EdgeDetectorError
 from ._common import fail, log, require_torch
 
 
-def _csv(value: Optional[str]) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 @click.command("prune")
@@ -88,7 +86,7 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
          threads, cache_dir, keep_work):
     import torch
 
-    from edge_detector.protocol import random_split, read_protocol, source_of, split_by_source
+    from edge_detector.protocol import csv_values, training_splits
     from export.augment_channel import build_training_augment
     from export.dataset import load_corpus
     from export.prune import parse_target, run_schedule
@@ -107,17 +105,8 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
         raise DataError(f"--target / --class-weights: {exc}") from None
 
     # The same split as `edge-detect train`, so the source model's validation files stay unseen.
-    entries = read_protocol(protocol_path)
-    excluded = set(_csv(exclude_sources))
-    if excluded:
-        entries = [e for e in entries if source_of(e.speaker) not in excluded]
-    heldout = []
-    if holdout_sources:
-        entries, heldout = split_by_source(entries, _csv(holdout_sources))
-    if val_protocol:
-        train_entries, val_entries = entries, read_protocol(val_protocol)
-    else:
-        train_entries, val_entries = random_split(entries, val_fraction, seed)
+    train_entries, val_entries, heldout = training_splits(protocol_path, exclude_sources, holdout_sources,
+                                                          val_protocol, val_fraction, seed)
     log(f"train {len(train_entries)} files, validation {len(val_entries)}, held out {len(heldout)}")
     corpus = load_corpus(train_entries + val_entries + heldout, audio_dir, cache_dir=cache_dir)
     train_set, val_set = corpus.subset(train_entries), corpus.subset(val_entries)
@@ -140,7 +129,7 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
         "wall_seconds": round(time.time() - started, 1),
         "threads": torch.get_num_threads(),
         "files": {"train": len(train_entries), "val": len(val_entries), "heldout": len(heldout)},
-        "holdout_sources": _csv(holdout_sources),
+        "holdout_sources": csv_values(holdout_sources),
         "source_meta": meta,
         "finetune_config": {k: v for k, v in ft.__dict__.items() if k != "extra"},
     })

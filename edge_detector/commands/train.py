@@ -14,8 +14,6 @@ from ..errors import EdgeDetectorError
 from ._common import fail, log, require_torch
 
 
-def _csv(value: Optional[str]) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 @click.command("train")
@@ -88,7 +86,7 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     import torch
 
     from edge_detector.metrics import compute_eer
-    from edge_detector.protocol import random_split, read_protocol, source_of, split_by_source
+    from edge_detector.protocol import csv_values, training_splits
     from export.dataset import load_corpus
     from export.rawnet2 import RawNet2Config, load_checkpoint
     from export.scoring import score_signals
@@ -98,18 +96,8 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     if threads > 0:
         torch.set_num_threads(threads)
     seed_everything(seed)
-    entries = read_protocol(protocol_path)
-    excluded = set(_csv(exclude_sources))
-    if excluded:
-        entries = [e for e in entries if source_of(e.speaker) not in excluded]
-    heldout = []
-    if holdout_sources:
-        entries, heldout = split_by_source(entries, _csv(holdout_sources))
-    if val_protocol:
-        val_entries = read_protocol(val_protocol)
-        train_entries = entries
-    else:
-        train_entries, val_entries = random_split(entries, val_fraction, seed)
+    train_entries, val_entries, heldout = training_splits(protocol_path, exclude_sources, holdout_sources,
+                                                          val_protocol, val_fraction, seed)
     log(f"train {len(train_entries)} files, validation {len(val_entries)}, held out {len(heldout)}")
     everything = train_entries + val_entries + heldout
     corpus = load_corpus(everything, audio_dir, cache_dir=cache_dir)
@@ -149,7 +137,7 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
         scores = score_signals(best, held.signals)
         labels = held.labels
         eer, thr = compute_eer(scores[labels == 1], scores[labels == 0])
-        report["heldout"] = {"sources": _csv(holdout_sources), "files": len(heldout),
+        report["heldout"] = {"sources": csv_values(holdout_sources), "files": len(heldout),
                              "bonafide": int(labels.sum()), "spoof": int((labels == 0).sum()),
                              "eer": eer, "threshold": thr}
         log(f"held-out EER {eer * 100:.2f} % at threshold {thr:.4f} on {len(heldout)} files")
