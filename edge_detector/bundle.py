@@ -313,3 +313,17 @@ def default_manifest(
         "evaluation": None,
         "files": {onnx_file: {}},
     }
+
+
+def publish(staging: PathLike, out: PathLike) -> None:
+    """Move a fully written staging folder to ``out``, replacing what was there.
+
+    Writers build a bundle in a sibling temporary folder and publish it only once it is
+    complete and hashed, so a failed export/quantization never leaves a half bundle.
+    """
+    import shutil
+
+    staging, out = Path(staging), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)

@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from edge_detector.bundle import default_manifest, load_bundle, sha256_file, write_manifest
+from edge_detector.bundle import default_manifest, load_bundle, publish, sha256_file, write_manifest
 from edge_detector.detector import WindowScorer
 from edge_detector.errors import EdgeDetectorError
 from edge_detector.frontend import FrontEndSpec
@@ -243,9 +243,7 @@ def build_bundle(
             manifest.update(extra_manifest)
         add_onnx_metadata(onnx_path, manifest)
         write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_detector.bundle import Bundle, load_bundle, write_manifest
+from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
 from edge_detector.detector import WindowScorer, decide
 from edge_detector.errors import BundleError
 from edge_detector.frontend import FrontEndSpec
@@ -382,9 +382,7 @@ def convert_bundle(src: Union[str, Path], out: Union[str, Path], tolerance: floa
         _set_metadata(converted, manifest)
         onnx.save(converted, str(tmp / model_file))
         write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

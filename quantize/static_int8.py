@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from edge_detector.audio import load_audio
-from edge_detector.bundle import Bundle, load_bundle, write_manifest
+from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
 from edge_detector.detector import Detector, WindowScorer, decide
 from edge_detector.errors import AudioError, EdgeDetectorError
 from edge_detector.metrics import compute_eer
@@ -540,9 +540,7 @@ def quantize_bundle(
             if len(probe) and abs(float(probe[0]) - float(final.scores[0])) > 1e-5:
                 raise QuantizationError("the written bundle does not reproduce the evaluated int8 scores")
             del det
-            if out.exists():
-                shutil.rmtree(out)
-            stage.rename(out)
+            publish(stage, out)
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)

@@ -58,7 +58,7 @@ from ._common import fail, log, require_torch
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch intra-op threads (0 = default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Cache of decoded audio.")
-@click.option("--keep-work/--no-keep-work", default=False, help="Keep each step's trainer folder (OUT/work/).")
+@click.option("--keep-work/--no-keep-work", default=False, help="Keep each step's trainer folder (the 'work' folder inside OUT).")
 def prune_command(checkpoint: str, protocol_path: str, audio_dir: str, out_dir: str, val_protocol: Optional[str],
                   val_fraction: float, holdout_sources: Optional[str], exclude_sources: Optional[str],
                   target_text: str, steps: int, finetune_epochs: int, criterion: str, importance_batches: int,
