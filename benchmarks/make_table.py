@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from edge_detector.benchmarking.report import fmt_ms
+
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +41,7 @@ def _pct(v: Optional[float], digits: int = 2) -> str:
 
 
 def _ms(v: Optional[float]) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+    return fmt_ms(v)
 
 
 def _mib(v: Optional[float]) -> str:

@@ -13,7 +13,6 @@ the edge model is meant for; CUDA latency is added as a separate figure when pre
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from edge_detector.benchmarking.latency import WINDOW_SECONDS, time_calls
+from edge_detector.bundle import sha256_file
 from edge_detector.errors import EdgeDetectorError, ExitCode
 from edge_detector.benchmarking.stats import latency_summary
 
@@ -39,11 +39,7 @@ class ReferenceDeviceError(EdgeDetectorError):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 @dataclass

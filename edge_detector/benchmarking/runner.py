@@ -12,7 +12,6 @@ tiled when shorter), and that array is handed to the reference and to every bund
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import sys
@@ -27,7 +26,7 @@ import click
 import numpy as np
 
 from ..audio import check_scorable, load_audio
-from ..bundle import MANIFEST_NAME, Bundle, load_bundle
+from ..bundle import MANIFEST_NAME, Bundle, load_bundle, sha256_file
 from ..detector import Detector
 from ..errors import BundleError, DataError, EdgeDetectorError
 from ..metrics import load_asv_scores
@@ -82,11 +81,7 @@ class BenchConfig:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _command_record(cfg: BenchConfig) -> dict[str, Any]:
