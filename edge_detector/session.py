@@ -81,3 +81,27 @@ def make_session(model_path: Union[str, Path], settings: Optional[SessionSetting
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"{model_path}: onnxruntime cannot load the model ({first[:300]})") from None
+
+
+#: Distributions that all install the same ``onnxruntime`` Python package.
+ONNXRUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                      "onnxruntime-qnn", "onnxruntime-training")
+
+
+def installed_onnxruntime_builds() -> list[str]:
+    """Which onnxruntime distributions pip has installed here.
+
+    More than one means their files overwrote each other (the CPU build pulled in by this
+    package's default dependency next to a GPU build, say): providers then depend on
+    which was installed last. `doctor` reports it with the fix.
+    """
+    from importlib import metadata
+
+    found = []
+    for name in ONNXRUNTIME_BUILDS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found

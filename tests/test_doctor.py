@@ -106,3 +106,17 @@ def test_parse_cpuinfo_arm_and_x86():
     assert model == "Cortex-A76" and "asimddp" in feats
     model, feats = parse_cpuinfo("model name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse4_2 avx2 avx512_vnni\n")
     assert model == "Intel(R) Xeon(R)" and {"avx2", "avx512_vnni"} <= feats
+
+
+def test_doctor_reports_which_onnxruntime_builds_are_installed(tiny_bundle):
+    from edge_detector.session import installed_onnxruntime_builds
+
+    builds = installed_onnxruntime_builds()
+    assert "onnxruntime" in builds  # this environment has the CPU build
+    r = CliRunner().invoke(main, ["doctor", "--bundle", str(tiny_bundle), "--json"])
+    doc = json.loads(r.stdout)
+    check = next(c for c in doc["checks"] if c["check"] == "onnxruntime builds")
+    if len(builds) == 1:
+        assert check["status"] == "ok" and "onnxruntime" in check["detail"]
+    else:
+        assert check["status"] == "warn" and "pip uninstall" in check["detail"]

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import click
 
 from ..errors import BundleError, EdgeDetectorError, ExitCode, ProfileError
+from ..session import installed_onnxruntime_builds
 from ._common import exit_with, log
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -207,6 +208,14 @@ def doctor_command(profile_name: Optional[str], bundle_path: Optional[str], runs
         "profile": None, "checks": [], "bundle": None, "inference": [],
     }
     code = ExitCode.ACCEPT
+    builds = installed_onnxruntime_builds()
+    if len(builds) > 1:
+        keep = next((b for b in builds if b != "onnxruntime"), builds[-1])
+        doc["checks"].append(_check("onnxruntime builds", WARN,
+                                    f"{' and '.join(builds)} are both installed and overwrite each other's files; "
+                                    f"keep one: pip uninstall -y {' '.join(builds)} && pip install {keep}"))
+    else:
+        doc["checks"].append(_check("onnxruntime builds", OK, ", ".join(builds) or "none found by pip"))
 
     def finish(verdict: str, exit_code: ExitCode) -> None:
         doc["verdict"] = verdict
