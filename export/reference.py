@@ -38,10 +38,6 @@ class ReferenceDeviceError(EdgeDetectorError):
     kind = "no_such_device"
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 @dataclass
 class FullReference:
     """The full model loaded twice: on the scoring device, and on the CPU for latency."""
@@ -56,7 +52,7 @@ class FullReference:
         """Checkpoint identity, size and the device facts the report must state."""
         info: dict[str, Any] = {
             "checkpoint": str(self.checkpoint),
-            "checkpoint_sha256": _sha256(self.checkpoint),
+            "checkpoint_sha256": sha256_file(self.checkpoint),
             "checkpoint_bytes": self.checkpoint.stat().st_size,
             "parameters": count_parameters(self.model_cpu),
             "config": self.model_cpu.config.to_dict(),

@@ -80,10 +80,6 @@ class BenchConfig:
         }
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 def _command_record(cfg: BenchConfig) -> dict[str, Any]:
     """``command_line`` reproduces the run (all options spelled out); ``argv`` is what the process saw."""
     line = cfg.command_line or "edge-detect " + shlex.join(list(cfg.argv[1:]))
@@ -191,7 +187,7 @@ def _data_record(protocol: Path, audio_dir: str, entries: Sequence[ProtocolEntry
         sources[source_of(e.speaker)] = sources.get(source_of(e.speaker), 0) + 1
     return {
         "protocol": str(protocol),
-        "protocol_sha256": _sha256(protocol),
+        "protocol_sha256": sha256_file(protocol),
         "audio_dir": str(audio_dir),
         "files": len(entries),
         "bonafide": sum(e.is_bonafide for e in entries),
@@ -273,7 +269,7 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
 
     full_rec: dict[str, Any] = {"name": "full", "kind": "full", **described}
     full_rec["size"] = {"model_bytes": full_rec["checkpoint_bytes"], "bundle_bytes": full_rec["checkpoint_bytes"]}
-    full_rec["scores_from"] = (f"score file {full_scores} (sha256 {_sha256(Path(full_scores))})" if full_scores
+    full_rec["scores_from"] = (f"score file {full_scores} (sha256 {sha256_file(Path(full_scores))})" if full_scores
                                else f"checkpoint, scored on {reference.device}")
     full_acc = model_accuracy(entries, aligned["full"], asv)
     full_rec["accuracy"] = full_acc
@@ -331,7 +327,7 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
         "environment": env,
         "settings": cfg.settings_record() | {"scoring_threads_onnxruntime": score_threads},
         "data": _data_record(protocol_path, audio_dir, entries),
-        "asv_scores": ({"file": str(asv_scores), "sha256": _sha256(Path(asv_scores)),
+        "asv_scores": ({"file": str(asv_scores), "sha256": sha256_file(Path(asv_scores)),
                         "target": int(asv[0].size), "nontarget": int(asv[1].size), "spoof": int(asv[2].size),
                         "costs": "ASVspoof 2019 (P_spoof 0.05, C_miss 1, C_fa 10), legacy t-DCF"}
                        if asv is not None else None),

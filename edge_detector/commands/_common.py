@@ -77,3 +77,31 @@ def build_detector(bundle_path, profile, threads):
     if threads is not None:
         settings.intra_op_threads = threads
     return Detector(path, settings)
+
+
+def finetune_options(f):
+    """Optimiser, sampling and augmentation options shared by `train` and `prune`.
+
+    One definition so that fine-tuning after a pruning step is configured exactly like
+    training (same names, defaults and meaning).
+    """
+    opts = [
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--lr", type=float, default=1e-4, show_default=True),
+        click.option("--weight-decay", type=float, default=1e-4, show_default=True),
+        click.option("--class-weights", default="0.1,0.9", show_default=True, help="spoof,bonafide loss weights."),
+        click.option("--augment/--no-augment", default=True, show_default=True, help="RawBoost augmentation."),
+        click.option("--channel-augment/--no-channel-augment", default=True, show_default=True,
+                     help="Random band-limiting and gain on both classes (removes bandwidth/level cues)."),
+        click.option("--balanced/--no-balanced", default=False, show_default=True,
+                     help="Oversample the minority class."),
+        click.option("--source-balanced/--no-source-balanced", default=False, show_default=True,
+                     help="Sample (source, label) groups with weight 1/sqrt(size): fights speaker/corpus confounds."),
+        click.option("--freeze-epochs", type=int, default=0, show_default=True,
+                     help="Train only the head (BN+GRU+FC) for N epochs, then unfreeze one stage per "
+                          "--unfreeze-every epochs (in `prune`: per step)."),
+        click.option("--unfreeze-every", type=int, default=1, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f

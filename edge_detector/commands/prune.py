@@ -11,7 +11,7 @@ from typing import Optional
 import click
 
 from ..errors import DataError, EdgeDetectorError
-from ._common import fail, log, require_torch
+from ._common import finetune_options, fail, log, require_torch
 
 
 
@@ -42,19 +42,7 @@ from ._common import fail, log, require_torch
 @click.option("--importance-batches", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--refit-head/--no-refit-head", default=True, show_default=True,
               help="Least-squares re-fit of fc1 when GRU layers are dropped.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--class-weights", default="0.1,0.9", show_default=True, help="spoof,bonafide loss weights.")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="RawBoost augmentation while fine-tuning.")
-@click.option("--balanced/--no-balanced", default=False, show_default=True)
-@click.option("--source-balanced/--no-source-balanced", default=False, show_default=True,
-              help="Sample (source, label) groups with weight 1/sqrt(size) while fine-tuning.")
-@click.option("--channel-augment/--no-channel-augment", default=True, show_default=True,
-              help="Random band-limiting and gain while fine-tuning (as in `train`).")
-@click.option("--freeze-epochs", type=int, default=0, show_default=True,
-              help="Per step: fine-tune only the head for N epochs, then unfreeze a stage per --unfreeze-every.")
-@click.option("--unfreeze-every", type=int, default=1, show_default=True)
+@finetune_options
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch intra-op threads (0 = default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Cache of decoded audio.")

@@ -11,7 +11,7 @@ from typing import Optional
 import click
 
 from ..errors import EdgeDetectorError
-from ._common import fail, log, require_torch
+from ._common import finetune_options, fail, log, require_torch
 
 
 
@@ -30,19 +30,7 @@ from ._common import fail, log, require_torch
                    "removed from training and evaluated once at the end.")
 @click.option("--exclude-sources", default=None, help="Sources dropped entirely (e.g. CSMSC for licence reasons).")
 @click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--class-weights", default="0.1,0.9", show_default=True, help="spoof,bonafide loss weights.")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="RawBoost augmentation.")
-@click.option("--balanced/--no-balanced", default=False, show_default=True, help="Oversample the minority class.")
-@click.option("--source-balanced/--no-source-balanced", default=False, show_default=True,
-              help="Sample (source, label) groups with weight 1/sqrt(size): fights speaker/corpus confounds.")
-@click.option("--channel-augment/--no-channel-augment", default=True, show_default=True,
-              help="Random band-limiting and gain on both classes (removes bandwidth/level cues).")
-@click.option("--freeze-epochs", type=int, default=0, show_default=True,
-              help="Train only the head (BN+GRU+FC) for N epochs, then unfreeze one stage per --unfreeze-every epochs.")
-@click.option("--unfreeze-every", type=int, default=1, show_default=True)
+@finetune_options
 @click.option("--init", "init_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Checkpoint to fine-tune (official .pth or ours).")
 @click.option("--resume", "resume_state", type=click.Path(exists=True, dir_okay=False), default=None,
