@@ -690,6 +690,7 @@ def run_schedule(
     keep_work: bool = False,
     seed: int = 1234,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    teacher: Optional[nn.Module] = None,
 ) -> list[dict[str, Any]]:
     """Prune to ``target`` in ``steps`` steps, fine-tuning with :class:`export.train.Trainer`
     after each (``finetune`` is its TrainConfig; ``epochs=0`` skips it).
@@ -697,6 +698,11 @@ def run_schedule(
     Writes OUT/step_{k}.pt (best fine-tuning epoch by validation EER), OUT/final.pt and
     OUT/prune_log.json (rewritten after every step, so an interrupted run keeps its log).
     Returns the log records (step 0 = the starting model).
+
+    With a ``teacher`` (normally the full model the pruned one came from) each step's
+    fine-tuning learns the teacher's outputs as ``finetune`` says (distill_* fields), and
+    ``finetune.select_by='fidelity'`` keeps the epoch that ranks validation files most
+    like the teacher, so the pruned model drifts as little as possible from it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -724,14 +730,18 @@ def run_schedule(
         if ft.epochs > 0:
             work = out / "work" / f"step_{k}"
             cfg_k = TrainConfig(**{**ft.__dict__, "seed": ft.seed + k})
-            trainer = Trainer(pruned, train, val, work, cfg_k, augment_fn=augment_fn, log=log)
+            trainer = Trainer(pruned, train, val, work, cfg_k, augment_fn=augment_fn, log=log, teacher=teacher)
             # Fine-tuning must earn its place: the pruned-but-untuned weights are the
             # checkpoint to beat (on a small validation set fine-tuning can make it worse).
-            save_checkpoint(pruned, str(work / "best.pt"), meta={"epoch": 0, "val_eer": rec["val_eer_pruned"]})
-            trainer.best_eer = float(rec["val_eer_pruned"])
+            val0 = trainer.validate()
+            save_checkpoint(pruned, str(work / "best.pt"), meta={"epoch": 0, **val0})
+            trainer.best_eer, trainer.best_key = val0["val_eer"], trainer._selection_key(val0)
+            if "val_spearman_teacher" in val0:
+                rec["val_spearman_teacher_pruned"] = val0["val_spearman_teacher"]
             result = trainer.fit()
             pruned, _ = load_checkpoint(str(work / "best.pt"))
-            rec["finetune"] = [{kk: h[kk] for kk in ("epoch", "loss", "val_eer")} for h in result["history"]]
+            rec["finetune"] = [{kk: h[kk] for kk in ("epoch", "loss", "val_eer", "val_spearman_teacher") if kk in h}
+                               for h in result["history"]]
             if not keep_work:
                 shutil.rmtree(work, ignore_errors=True)
         rec["val_eer"] = corpus_eer(pruned, val)

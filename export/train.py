@@ -22,11 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_detector.benchmarking.stats import spearman
 from edge_detector.metrics import compute_eer
 
 from .dataset import Corpus, random_crop
 from .rawnet2 import RawNet2, RawNet2Config, load_checkpoint, save_checkpoint
 from .scoring import score_signals
+
+DISTILL_LOSSES = ("kl", "margin-mse")
+SELECT_BY = ("eer", "fidelity")
 
 
 @dataclass
@@ -45,6 +49,9 @@ class TrainConfig:
     source_balanced: bool = False  # sample (source, label) groups with weight ∝ 1/sqrt(group size)
     distill_alpha: float = 0.0  # weight of the teacher term (0 = plain cross-entropy)
     distill_temperature: float = 2.0
+    distill_loss: str = "kl"  # "kl" (soft targets at a temperature) or "margin-mse" (match the logit margin)
+    distill_mix: float = 0.0  # pure distillation only: share of crops mixed with another crop (label-free inputs)
+    select_by: str = "eer"  # "eer" (validation EER) or "fidelity" (validation Spearman with the teacher)
     log_every: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -112,9 +119,19 @@ class Trainer:
         # class index 0 = spoof, 1 = bona fide
         self.loss_weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
         self.rng = np.random.default_rng(cfg.seed)
+        if cfg.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill_loss must be one of {DISTILL_LOSSES}, got {cfg.distill_loss!r}")
+        if cfg.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {SELECT_BY}, got {cfg.select_by!r}")
+        if cfg.select_by == "fidelity" and teacher is None:
+            raise ValueError("select_by='fidelity' needs a teacher to be faithful to")
+        if cfg.distill_mix > 0 and not cfg.distill_alpha >= 1.0:
+            raise ValueError("distill_mix needs pure distillation (distill_alpha=1): a mixed crop has no label")
         self.epoch = 0
         self.best_eer = float("inf")
+        self.best_key = float("inf")  # what select_by minimises (EER, or 1 - Spearman with the teacher)
         self.history: list[dict] = []
+        self._teacher_val_scores: Optional[np.ndarray] = None
 
     # -- state -------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -125,6 +142,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch,
                 "best_eer": self.best_eer,
+                "best_key": self.best_key,
                 "history": self.history,
                 "rng": self.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -140,6 +158,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.best_eer = float(state["best_eer"])
+        self.best_key = float(state.get("best_key", self.best_eer))
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -181,16 +200,43 @@ class Trainer:
         return self.rng.choice(len(keys), size=len(keys), replace=True, p=w / w.sum())
 
     def _distill_loss(self, xb: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
-        """KL(teacher ‖ student) at temperature T on the same (augmented) crops, scaled by T².
+        """The teacher term on the same (augmented) crops.
 
-        The edge model is judged by how often it decides like the full model, so after
-        pruning it learns the full model's soft outputs, not only the labels.
+        The edge model is judged by how often it decides like the full model and how well
+        its scores rank like the full model's, so after pruning it learns the full model's
+        outputs, not only the labels. ``kl``: KL(teacher ‖ student) at temperature T, scaled
+        by T². ``margin-mse``: squared error between the two models' logit margins
+        (log P(bona fide) − log P(spoof)), the quantity a threshold decision and a rank
+        correlation actually see; KL saturates where both models are confident, the margin
+        does not.
         """
-        t = float(self.cfg.distill_temperature)
         with torch.no_grad():
             teacher_log_probs = self.teacher(xb)
+        if self.cfg.distill_loss == "margin-mse":
+            return F.mse_loss(student_log_probs[:, 1] - student_log_probs[:, 0],
+                              teacher_log_probs[:, 1] - teacher_log_probs[:, 0])
+        t = float(self.cfg.distill_temperature)
         return F.kl_div(F.log_softmax(student_log_probs / t, dim=1), F.log_softmax(teacher_log_probs / t, dim=1),
                         reduction="batchmean", log_target=True) * t * t
+
+    def _mix(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Replace a share ``distill_mix`` of the crops by a random-weight sum of two crops.
+
+        Pure distillation needs no labels, so inputs off the training distribution are
+        allowed, and a student that has to follow the teacher beyond the training files
+        is what held-out sources ask for.
+        """
+        p = float(self.cfg.distill_mix)
+        if p <= 0 or len(crops) < 2:
+            return crops
+        out = list(crops)
+        for i in range(len(out)):
+            if self.rng.random() < p:
+                j = int(self.rng.integers(len(crops) - 1))
+                j += j >= i
+                w = float(self.rng.uniform(0.2, 0.8))
+                out[i] = (w * crops[i] + (1 - w) * crops[j]).astype(np.float32)
+        return out
 
     def train_epoch(self) -> float:
         self.model.train()
@@ -208,12 +254,15 @@ class Trainer:
                 if self.augment_fn is not None:
                     x = self.augment_fn(x)
                 crops.append(np.asarray(x, dtype=np.float32))
-            xb = torch.from_numpy(np.stack(crops))
+            xb = torch.from_numpy(np.stack(self._mix(crops)))
             yb = torch.from_numpy(self.train_set.labels[rows])
             log_probs = self.model(xb)
-            loss = F.nll_loss(log_probs, yb, weight=self.loss_weights)
-            if self.teacher is not None and self.cfg.distill_alpha > 0:
-                loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * self._distill_loss(xb, log_probs)
+            if self.teacher is not None and self.cfg.distill_alpha >= 1.0:
+                loss = self._distill_loss(xb, log_probs)
+            else:
+                loss = F.nll_loss(log_probs, yb, weight=self.loss_weights)
+                if self.teacher is not None and self.cfg.distill_alpha > 0:
+                    loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * self._distill_loss(xb, log_probs)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -222,29 +271,44 @@ class Trainer:
         print(file=sys.stderr)
         return float(np.mean(losses)) if losses else float("nan")
 
-    def validate(self) -> float:
+    def validate(self) -> dict:
+        """Validation EER, and with a teacher the Spearman correlation of the two models' scores."""
         scores = score_signals(self.model, self.val_set.signals)
         labels = self.val_set.labels
         eer, _ = compute_eer(scores[labels == 1], scores[labels == 0])
-        return float(eer)
+        out = {"val_eer": float(eer)}
+        if self.teacher is not None:
+            if self._teacher_val_scores is None:
+                self._teacher_val_scores = score_signals(self.teacher, self.val_set.signals)
+            rho = spearman(scores, self._teacher_val_scores)
+            out["val_spearman_teacher"] = float(rho) if rho is not None else 0.0
+        return out
+
+    def _selection_key(self, val: dict) -> float:
+        if self.cfg.select_by == "fidelity":
+            return 1.0 - val["val_spearman_teacher"]
+        return val["val_eer"]
 
     def fit(self) -> dict:
         while self.epoch < self.cfg.epochs:
             t0 = time.time()
             loss = self.train_epoch()
-            eer = self.validate()
+            val = self.validate()
             self.epoch += 1
-            improved = eer < self.best_eer
+            key = self._selection_key(val)
+            improved = key < self.best_key
             if improved:
-                self.best_eer = eer
-                save_checkpoint(self.model, str(self.out_dir / "best.pt"), meta={"epoch": self.epoch, "val_eer": eer})
-            rec = {"epoch": self.epoch, "loss": loss, "val_eer": eer, "seconds": round(time.time() - t0, 1), "best": improved}
+                self.best_key = key
+                self.best_eer = val["val_eer"]
+                save_checkpoint(self.model, str(self.out_dir / "best.pt"), meta={"epoch": self.epoch, **val})
+            rec = {"epoch": self.epoch, "loss": loss, **val, "seconds": round(time.time() - t0, 1), "best": improved}
             self.history.append(rec)
             self.log(json.dumps(rec))
             self.save_state()
         save_checkpoint(self.model, str(self.out_dir / "last.pt"), meta={"epoch": self.epoch})
         (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=2))
-        return {"best_val_eer": self.best_eer, "epochs": self.epoch, "history": self.history}
+        return {"best_val_eer": self.best_eer, "epochs": self.epoch, "history": self.history,
+                "select_by": self.cfg.select_by}
 
 
 def _augment_rng_state(augment_fn) -> Optional[dict]:

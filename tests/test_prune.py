@@ -282,15 +282,8 @@ def test_build_bundle_on_pruned_model(model, tmp_path):
 
 # -- CLI -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_prune_cli_end_to_end(tmp_path):
-    """Split, decode (cached), Taylor scoring, layer drop + head re-fit, fine-tuning, logs.
-
-    Uses its own even smaller random-init source model: the point is the plumbing,
-    and every full-window forward pass is paid for by the whole suite."""
-    from click.testing import CliRunner
-
-    from edge_detector.cli import main
-
+def _prune_corpus(tmp_path):
+    """A 12-file protocol (4 held-out files of source HOLD) and a tiny random-init source model."""
     audio = tmp_path / "audio"
     audio.mkdir()
     lines = []
@@ -310,6 +303,19 @@ def test_prune_cli_end_to_end(tmp_path):
     src = RawNet2(RawNet2Config(sinc_filters=4, stage1_channels=4, stage2_channels=8, gru_hidden=16, gru_layers=2,
                                 fc1_dim=16))
     save_checkpoint(src, str(ckpt), meta={"val_eer": 0.5})
+    return protocol, audio, ckpt
+
+
+def test_prune_cli_end_to_end(tmp_path):
+    """Split, decode (cached), Taylor scoring, layer drop + head re-fit, fine-tuning, logs.
+
+    Uses its own even smaller random-init source model: the point is the plumbing,
+    and every full-window forward pass is paid for by the whole suite."""
+    from click.testing import CliRunner
+
+    from edge_detector.cli import main
+
+    protocol, audio, ckpt = _prune_corpus(tmp_path)
     out = tmp_path / "pruned"
     args = ["prune", str(ckpt), "--protocol", str(protocol), "--audio-dir", str(audio), "--out", str(out),
             "--holdout-sources", "HOLD", "--val-fraction", "0.25", "--target",
@@ -331,3 +337,29 @@ def test_prune_cli_end_to_end(tmp_path):
     assert set(final.config.sinc_keep) <= set(steps[1]["sinc_keep"])  # a later step keeps a subset
     assert meta["prune_step"] == 2
     assert (out / "step_1.pt").exists() and not (out / "work").exists()
+
+
+def test_prune_with_a_teacher_selects_by_fidelity(tmp_path):
+    """`prune --distill-from`: each step's fine-tuning learns the teacher and keeps the
+    epoch (or the untuned weights) whose validation scores rank most like it."""
+    from click.testing import CliRunner
+
+    from edge_detector.cli import main
+
+    protocol, audio, ckpt = _prune_corpus(tmp_path)
+    out = tmp_path / "pruned"
+    args = ["prune", str(ckpt), "--protocol", str(protocol), "--audio-dir", str(audio), "--out", str(out),
+            "--holdout-sources", "HOLD", "--val-fraction", "0.25", "--target", "sinc=3,stage2=6,gru_hidden=12",
+            "--steps", "1", "--finetune-epochs", "1", "--importance-batches", "1", "--batch-size", "4",
+            "--no-augment", "--distill-from", str(ckpt), "--distill-alpha", "1", "--distill-loss", "margin-mse",
+            "--select-by", "fidelity"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    log = json.loads((out / "prune_log.json").read_text())
+    assert log["finetune_config"]["select_by"] == "fidelity" and log["finetune_config"]["distill_alpha"] == 1.0
+    step = log["steps"][1]
+    assert -1.0 <= step["val_spearman_teacher_pruned"] <= 1.0
+    assert "val_spearman_teacher" in step["finetune"][0]
+
+    bad = CliRunner().invoke(main, args[:-8] + ["--select-by", "fidelity"])  # fidelity without a teacher
+    assert bad.exit_code == 2 and "--distill-from" in bad.output

@@ -284,3 +284,63 @@ def test_distillation_moves_the_student_towards_the_teacher(tmp_path):
     with torch.no_grad():
         after = float(trainer._distill_loss(x, student.eval()(x)))
     assert after < before
+
+
+_KD_SIZES = dict(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32, gru_layers=1, fc1_dim=32)
+
+
+def test_margin_mse_is_the_squared_error_of_the_logit_margins(tmp_path):
+    torch.manual_seed(0)
+    student = RawNet2(RawNet2Config(**_KD_SIZES)).eval()
+    teacher = RawNet2(RawNet2Config(**_KD_SIZES)).eval()
+    with torch.no_grad():
+        teacher.fc2_gru.bias.copy_(torch.tensor([1.0, -1.0]))
+    cfg = TrainConfig(epochs=1, batch_size=4, augment=False, distill_alpha=1.0, distill_loss="margin-mse")
+    trainer = Trainer(student, _tiny_data(), _tiny_data(), tmp_path, cfg, log=lambda s: None, teacher=teacher)
+    x = torch.from_numpy(np.stack([speechlike(1.0, seed=3), buzzy(1.0, seed=4)]))
+    with torch.no_grad():
+        s, t = student(x), teacher(x)
+        expected = float((((s[:, 1] - s[:, 0]) - (t[:, 1] - t[:, 0])) ** 2).mean())
+        assert float(trainer._distill_loss(x, s)) == pytest.approx(expected, rel=1e-5)
+        assert expected > 0.1  # the teacher's bias moved every margin by -2
+
+
+def test_mixing_is_only_for_pure_distillation_and_changes_the_share_asked_for(tmp_path):
+    teacher = RawNet2(RawNet2Config(**_KD_SIZES)).eval()
+    student = RawNet2(RawNet2Config(**_KD_SIZES))
+    data = _tiny_data()
+    with pytest.raises(ValueError, match="pure distillation"):
+        Trainer(student, data, data, tmp_path / "a", TrainConfig(distill_alpha=0.5, distill_mix=0.5),
+                log=lambda s: None, teacher=teacher)
+    with pytest.raises(ValueError, match="teacher"):
+        Trainer(student, data, data, tmp_path / "b", TrainConfig(select_by="fidelity"), log=lambda s: None)
+    crops = [np.full(100, float(i), dtype=np.float32) for i in range(40)]
+    none = Trainer(student, data, data, tmp_path / "c", TrainConfig(distill_alpha=1.0), log=lambda s: None,
+                   teacher=teacher)
+    assert all(a is b for a, b in zip(none._mix(crops), crops))
+    mixer = Trainer(student, data, data, tmp_path / "d", TrainConfig(distill_alpha=1.0, distill_mix=0.5),
+                    log=lambda s: None, teacher=teacher)
+    mixed = mixer._mix(crops)
+    changed = [i for i, (a, b) in enumerate(zip(mixed, crops)) if not np.array_equal(a, b)]
+    assert 8 <= len(changed) <= 32  # about half of 40
+    for i in changed:  # a convex mix of this crop and another one: strictly between two distinct levels
+        value = float(mixed[i][0])
+        assert np.all(mixed[i] == value) and value != float(i)
+        assert 0.0 <= value <= 39.0
+
+
+def test_fidelity_selection_keeps_the_epoch_that_ranks_most_like_the_teacher(tmp_path):
+    torch.manual_seed(0)
+    teacher = RawNet2(RawNet2Config(**_KD_SIZES)).eval()
+    student = RawNet2(RawNet2Config(**_KD_SIZES))
+    data = _tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=3e-3, augment=False, distill_alpha=1.0,
+                      distill_loss="margin-mse", select_by="fidelity")
+    trainer = Trainer(student, data, data, tmp_path, cfg, log=lambda s: None, teacher=teacher)
+    result = trainer.fit()
+    rhos = [h["val_spearman_teacher"] for h in result["history"]]
+    assert all(-1.0 <= r <= 1.0 for r in rhos)
+    best_epoch = int(np.argmax(rhos)) + 1
+    meta = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=False)["meta"]
+    assert meta["epoch"] == best_epoch
+    assert meta["val_spearman_teacher"] == pytest.approx(max(rhos))

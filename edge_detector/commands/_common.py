@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
 
 import click
 
@@ -77,6 +77,37 @@ def build_detector(bundle_path, profile, threads):
     if threads is not None:
         settings.intra_op_threads = threads
     return Detector(path, settings)
+
+
+def distill_options(f):
+    """Teacher options shared by `train` and `prune`: learn a model's outputs, not only the labels."""
+    opts = [
+        click.option("--distill-from", "distill_from", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Teacher checkpoint (e.g. the full model a pruned one came from): learn its outputs."),
+        click.option("--distill-alpha", type=float, default=0.5, show_default=True,
+                     help="Weight of the teacher term; 1 = teacher only (no labels)."),
+        click.option("--distill-temperature", type=float, default=2.0, show_default=True),
+        click.option("--distill-loss", type=click.Choice(["kl", "margin-mse"]), default="kl", show_default=True,
+                     help="Teacher term: KL of soft outputs at the temperature, or squared error of the logit margins."),
+        click.option("--distill-mix", type=float, default=0.0, show_default=True,
+                     help="With --distill-alpha 1 only: share of training crops replaced by a mix of two crops."),
+        click.option("--select-by", type=click.Choice(["eer", "fidelity"]), default="eer", show_default=True,
+                     help="Keep the checkpoint with the best validation EER, or (with --distill-from) the one "
+                          "whose validation scores rank most like the teacher's (Spearman)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def distill_config(distill_from: Optional[str], distill_alpha: float, distill_temperature: float, distill_loss: str,
+                   distill_mix: float, select_by: str) -> dict[str, Any]:
+    """The TrainConfig fields of the distillation options (none active without a teacher)."""
+    if distill_from is None and select_by == "fidelity":
+        raise click.UsageError("--select-by fidelity needs --distill-from (a teacher to be faithful to)")
+    on = distill_from is not None
+    return {"distill_alpha": distill_alpha if on else 0.0, "distill_temperature": distill_temperature,
+            "distill_loss": distill_loss, "distill_mix": distill_mix if on else 0.0, "select_by": select_by}
 
 
 def finetune_options(f):

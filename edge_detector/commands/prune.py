@@ -11,7 +11,7 @@ from typing import Optional
 import click
 
 from ..errors import DataError, EdgeDetectorError
-from ._common import finetune_options, fail, log, require_torch
+from ._common import distill_config, distill_options, finetune_options, fail, log, require_torch
 
 
 
@@ -43,6 +43,7 @@ from ._common import finetune_options, fail, log, require_torch
 @click.option("--refit-head/--no-refit-head", default=True, show_default=True,
               help="Least-squares re-fit of fc1 when GRU layers are dropped.")
 @finetune_options
+@distill_options
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch intra-op threads (0 = default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Cache of decoded audio.")
@@ -51,7 +52,9 @@ def prune_command(checkpoint: str, protocol_path: str, audio_dir: str, out_dir: 
                   val_fraction: float, holdout_sources: Optional[str], exclude_sources: Optional[str],
                   target_text: str, steps: int, finetune_epochs: int, criterion: str, importance_batches: int,
                   refit_head: bool, batch_size: int, lr: float, weight_decay: float, class_weights: str,
-                  augment: bool, balanced: bool, source_balanced: bool, channel_augment: bool, freeze_epochs: int, unfreeze_every: int, seed: int, threads: int,
+                  augment: bool, balanced: bool, source_balanced: bool, channel_augment: bool, freeze_epochs: int, unfreeze_every: int,
+                  distill_from: Optional[str], distill_alpha: float, distill_temperature: float, distill_loss: str,
+                  distill_mix: float, select_by: str, seed: int, threads: int,
                   cache_dir: Optional[str], keep_work: bool) -> None:
     """Prune CHECKPOINT (ours or an official .pth) down to --target in --steps steps.
 
@@ -70,7 +73,8 @@ def prune_command(checkpoint: str, protocol_path: str, audio_dir: str, out_dir: 
 
 def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources,
          exclude_sources, target_text, steps, finetune_epochs, criterion, importance_batches, refit_head,
-         batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, seed,
+         batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every,
+         distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed,
          threads, cache_dir, keep_work):
     import torch
 
@@ -103,12 +107,15 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
     ft = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                      class_weights=cw, seed=seed, augment=augment, freeze_epochs=freeze_epochs,
                      unfreeze_every=unfreeze_every, threads=threads, balanced_sampling=balanced,
-                     source_balanced=source_balanced)
+                     source_balanced=source_balanced,
+                     **distill_config(distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix,
+                                      select_by))
+    teacher = load_checkpoint(distill_from)[0] if distill_from else None
     records = run_schedule(
         model, target, steps, out_dir, train_set, val_set, held_set, finetune=ft, criterion=criterion,
         importance_batches=importance_batches, importance_batch_size=min(batch_size, 16), refit=refit_head,
         augment_fn=build_training_augment(augment, channel_augment, seed), source=str(checkpoint), keep_work=keep_work, seed=seed,
-        log=log,
+        log=log, teacher=teacher,
     )
     log_path = Path(out_dir) / "prune_log.json"
     doc = json.loads(log_path.read_text())

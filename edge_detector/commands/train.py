@@ -11,7 +11,7 @@ from typing import Optional
 import click
 
 from ..errors import EdgeDetectorError
-from ._common import finetune_options, fail, log, require_torch
+from ._common import distill_config, distill_options, finetune_options, fail, log, require_torch
 
 
 
@@ -35,10 +35,7 @@ from ._common import finetune_options, fail, log, require_torch
               help="Checkpoint to fine-tune (official .pth or ours).")
 @click.option("--resume", "resume_state", type=click.Path(exists=True, dir_okay=False), default=None,
               help="last_state.pt of an interrupted run.")
-@click.option("--distill-from", "distill_from", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Teacher checkpoint (e.g. the full model a pruned one came from): add KL to its outputs.")
-@click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the teacher term.")
-@click.option("--distill-temperature", type=float, default=2.0, show_default=True)
+@distill_options
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch intra-op threads (0 = default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Cache decoded audio here.")
@@ -53,7 +50,7 @@ def train_command(protocol_path: str, audio_dir: str, out_dir: str, val_protocol
                   source_balanced: bool, channel_augment: bool,
                   freeze_epochs: int, unfreeze_every: int, init_ckpt: Optional[str], resume_state: Optional[str],
                   distill_from: Optional[str], distill_alpha: float, distill_temperature: float,
-                  seed: int, threads: int, cache_dir: Optional[str], sinc_filters: int, stage2_channels: int,
+                  distill_loss: str, distill_mix: float, select_by: str, seed: int, threads: int, cache_dir: Optional[str], sinc_filters: int, stage2_channels: int,
                   gru_hidden: int, gru_layers: int, fc1_dim: int) -> None:
     """Train RawNet2 (official recipe by default), keep the best-validation-EER checkpoint.
 
@@ -69,7 +66,7 @@ def train_command(protocol_path: str, audio_dir: str, out_dir: str, val_protocol
 
 def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources, exclude_sources, epochs,
          batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, init_ckpt,
-         resume_state, distill_from, distill_alpha, distill_temperature, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim):
+         resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim):
     import numpy as np
     import torch
 
@@ -95,7 +92,8 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_weights=cw,
                       seed=seed, augment=augment, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every,
                       threads=threads, balanced_sampling=balanced, source_balanced=source_balanced,
-                      distill_alpha=distill_alpha if distill_from else 0.0, distill_temperature=distill_temperature)
+                      **distill_config(distill_from, distill_alpha, distill_temperature, distill_loss,
+                                       distill_mix, select_by))
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
@@ -103,7 +101,10 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
 
     augment_fn = build_training_augment(augment, channel_augment, seed)
     teacher = load_checkpoint(distill_from)[0] if distill_from else None
-    trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn, teacher=teacher)
+    try:
+        trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn, teacher=teacher)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if resume_state:
         trainer.resume(resume_state)
     result = trainer.fit()
@@ -129,5 +130,15 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
                              "bonafide": int(labels.sum()), "spoof": int((labels == 0).sum()),
                              "eer": eer, "threshold": thr}
         log(f"held-out EER {eer * 100:.2f} % at threshold {thr:.4f} on {len(heldout)} files")
+        if teacher is not None:  # how faithfully the student follows the teacher where neither was trained
+            from edge_detector.benchmarking.stats import spearman
+
+            t_scores = score_signals(teacher, held.signals)
+            _, t_thr = compute_eer(t_scores[labels == 1], t_scores[labels == 0])
+            rho = spearman(scores, t_scores)
+            agree = float(np.mean((scores >= thr) == (t_scores >= t_thr)))
+            report["heldout"]["teacher"] = {"eer": compute_eer(t_scores[labels == 1], t_scores[labels == 0])[0],
+                                            "spearman": rho, "agreement_at_own_eer_thresholds": agree}
+            log(f"held-out fidelity to the teacher: Spearman {rho:.4f}, decisions agree on {agree * 100:.1f} %")
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2))
     log(json.dumps({k: report[k] for k in ("wall_seconds", "best_val_eer")}))
