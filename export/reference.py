@@ -77,17 +77,17 @@ class FullReference:
             out.append(bonafide_score(self.model_score(x.to(self.device))).float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0, np.float64)
 
-    def cpu_latency(self, window: np.ndarray, threads: int, warmup: int, runs: int,
-                    label: Optional[str] = None) -> dict[str, Any]:
-        """Per-window CPU latency at ``threads`` (``torch.set_num_threads``), batch 1."""
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            x = torch.from_numpy(np.ascontiguousarray(window.reshape(1, -1), dtype=np.float32))
+    def cpu_callable(self, window: np.ndarray) -> Callable[[], Any]:
+        """One batch-1 CPU forward pass of the full model on ``window`` (threads: ``torch.set_num_threads``)."""
+        x = torch.from_numpy(np.ascontiguousarray(window.reshape(1, -1), dtype=np.float32))
+
+        def call() -> None:
             with torch.inference_mode():
-                samples = time_calls(lambda: self.model_cpu(x), warmup, runs, label=label)
-        finally:
-            torch.set_num_threads(previous)
+                self.model_cpu(x)
+
+        return call
+
+    def cpu_latency_record(self, samples: np.ndarray, threads: int, warmup: int) -> dict[str, Any]:
         rec = latency_summary(samples, WINDOW_SECONDS)
         rec.update({"threads": threads, "warmup": warmup, "batch": 1, "device": "cpu",
                     "samples_ms": [round(float(v), 4) for v in samples]})

@@ -119,6 +119,7 @@ def test_full_bench_json_has_every_field(full_run, corpus):
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "rtf_p50", "windows_per_s", "samples_ms"):
         assert key in lat
     assert len(lat["samples_ms"]) == 3
+    assert "alternating blocks" in rep["settings"]["latency_order"]
 
     assert [m["name"] for m in edges] == ["tiny_fp32", "tiny_band"]
     for m in edges:
@@ -170,6 +171,24 @@ def test_full_bench_writes_markdown_plots_and_scores(full_run, corpus):
 
 
 # --------------------------------------------------------------------------- join check
+
+
+def test_interleaved_timing_alternates_blocks_and_counts_runs():
+    from edge_detector.benchmarking.latency import time_interleaved
+
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("full", "a", "b")}
+    out = time_interleaved(fns, warmup=1, runs=7, block=3, block_warmup=1)
+    assert {k: len(v) for k, v in out.items()} == {"full": 7, "a": 7, "b": 7}
+    assert all(np.all(v >= 0) for v in out.values())
+    assert calls[:3] == ["full", "a", "b"]  # one warm-up call each
+    # then rounds of (1 untimed + up to 3 timed) per model, the last round short
+    rounds = calls[3:]
+    assert rounds[:12] == ["full"] * 4 + ["a"] * 4 + ["b"] * 4
+    assert rounds[-6:] == ["full"] * 2 + ["a"] * 2 + ["b"] * 2
+    assert len(rounds) == 3 * (4 + 4 + 2)
+    with pytest.raises(ValueError):
+        time_interleaved(fns, warmup=0, runs=0)
 
 
 def test_join_scores_lists_missing_and_extra_ids():

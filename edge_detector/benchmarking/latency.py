@@ -19,7 +19,11 @@ from ..detector import Detector
 from ..session import SessionSettings
 from .stats import latency_summary
 
-__all__ = ["time_calls", "measure_bundle_latency", "WINDOW_SECONDS"]
+__all__ = ["time_calls", "time_interleaved", "measure_bundle_latency", "bundle_latency_callable",
+           "latency_record", "WINDOW_SECONDS", "INTERLEAVE_BLOCK"]
+
+#: Timed runs per model and block in :func:`time_interleaved`.
+INTERLEAVE_BLOCK = 10
 
 #: 64 600 samples at 16 kHz: the audio one window covers.
 WINDOW_SECONDS = 64600 / 16000.0
@@ -55,6 +59,80 @@ def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[st
     return out
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, runs: int, block: int = INTERLEAVE_BLOCK,
+                     block_warmup: int = 2, label: Optional[str] = None) -> dict[str, np.ndarray]:
+    """Time several models in alternating blocks; return milliseconds per model.
+
+    Why: the edge/full ratio is the figure the targets are stated in, and on a shared
+    machine the speed drifts by tens of per cent over a minute. Timing the full model
+    for 20 s and then each bundle for 1 s lets that drift land in the ratio. Here every
+    model gets ``warmup`` untimed calls, then rounds run a block of ``block_warmup``
+    untimed plus ``block`` timed calls of each model in turn until each has ``runs``
+    samples, so every model is sampled across the whole measurement period. The untimed
+    calls at the start of a block let caches and thread pools settle after the previous
+    model (a 67 MB full model evicts a 0.7 MB edge model from the caches); a device runs
+    one model alone, so that steady state is the one to report.
+    """
+    if runs < 1 or block < 1:
+        raise ValueError("runs and block must be at least 1")
+    out = {name: np.empty(runs, dtype=np.float64) for name in fns}
+    done = dict.fromkeys(fns, 0)
+    rounds = -(-runs // block)
+    bar_ctx = click.progressbar(length=rounds * len(fns), label=label, file=sys.stderr) if label else None
+    bar = bar_ctx.__enter__() if bar_ctx else None
+    try:
+        for fn in fns.values():
+            for _ in range(max(0, warmup)):
+                fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                for _ in range(max(0, block_warmup)):
+                    fn()
+                for _ in range(min(block, runs - done[name])):
+                    t0 = time.perf_counter_ns()
+                    fn()
+                    out[name][done[name]] = (time.perf_counter_ns() - t0) / 1e6
+                    done[name] += 1
+                if bar:
+                    bar.update(1)
+    finally:
+        if bar_ctx:
+            bar_ctx.__exit__(None, None, None)
+    return out
+
+
+def bundle_latency_callable(bundle_path: str, window: np.ndarray, settings: SessionSettings
+                            ) -> tuple[Callable[[], Any], Detector, float]:
+    """``(call, detector, session_create_ms)``: one ``Detector.score_windows`` call on ``window``.
+
+    ``score_windows`` is what the runtime calls, so the figure includes its small
+    per-call overhead (contiguity check, output reshape) as a deployment would.
+    """
+    t0 = time.perf_counter()
+    det = Detector(bundle_path, settings)
+    session_ms = (time.perf_counter() - t0) * 1000.0
+    batch = np.ascontiguousarray(window.reshape(1, -1), dtype=np.float32)
+    return (lambda: det.score_windows(batch)), det, session_ms
+
+
+def latency_record(samples: np.ndarray, det: Detector, settings: SessionSettings, threads: int, warmup: int,
+                   session_ms: float, window_seconds: float = WINDOW_SECONDS) -> dict[str, Any]:
+    """Summary and raw samples of one bundle's latency, with the settings it ran under."""
+    rec = latency_summary(samples, window_seconds)
+    rec.update({
+        "threads": threads,
+        "warmup": warmup,
+        "batch": 1,
+        "session_create_ms": session_ms,
+        "provider": det.provider,
+        "graph_optimization_level": settings.graph_optimization_level
+        or det.bundle.manifest["onnx"]["graph_optimization_level"],
+        "allow_spinning": settings.allow_spinning,
+        "samples_ms": [round(float(v), 4) for v in samples],
+    })
+    return rec
+
+
 def measure_bundle_latency(bundle_path: str, window: np.ndarray, threads: int, warmup: int, runs: int,
                            label: Optional[str] = None, settings: Optional[SessionSettings] = None,
                            window_seconds: float = WINDOW_SECONDS) -> dict[str, Any]:
@@ -67,20 +145,6 @@ def measure_bundle_latency(bundle_path: str, window: np.ndarray, threads: int, w
     s = SessionSettings(intra_op_threads=threads, inter_op_threads=s.inter_op_threads,
                         allow_spinning=s.allow_spinning, graph_optimization_level=s.graph_optimization_level,
                         providers=list(s.providers))
-    t0 = time.perf_counter()
-    det = Detector(bundle_path, s)
-    session_ms = (time.perf_counter() - t0) * 1000.0
-    batch = np.ascontiguousarray(window.reshape(1, -1), dtype=np.float32)
-    samples = time_calls(lambda: det.score_windows(batch), warmup, runs, label=label)
-    rec = latency_summary(samples, window_seconds)
-    rec.update({
-        "threads": threads,
-        "warmup": warmup,
-        "batch": 1,
-        "session_create_ms": session_ms,
-        "provider": det.provider,
-        "graph_optimization_level": s.graph_optimization_level or det.bundle.manifest["onnx"]["graph_optimization_level"],
-        "allow_spinning": s.allow_spinning,
-        "samples_ms": [round(float(v), 4) for v in samples],
-    })
-    return rec
+    call, det, session_ms = bundle_latency_callable(bundle_path, window, s)
+    samples = time_calls(call, warmup, runs, label=label)
+    return latency_record(samples, det, s, threads, warmup, session_ms, window_seconds)

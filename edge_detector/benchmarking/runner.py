@@ -37,7 +37,8 @@ from . import BENCH_SCHEMA
 from .accuracy import (clean_json, compare_with_full, join_scores, model_accuracy, read_score_file,
                        shipped_threshold_metrics, write_score_file)
 from .environment import capture_environment
-from .latency import WINDOW_SECONDS, measure_bundle_latency
+from .latency import (INTERLEAVE_BLOCK, WINDOW_SECONDS, bundle_latency_callable, latency_record,
+                      measure_bundle_latency, time_interleaved)
 from .probe import synthetic_signal
 from .process import measure_process
 
@@ -75,6 +76,9 @@ class BenchConfig:
             "windows": "first (ASVspoof protocol: first 64600 samples, tiled when shorter)",
             "latency_batch": 1,
             "latency_definition": "Detector.score_windows on one window, after warm-up; session creation excluded",
+            "latency_order": (f"full mode: all models timed in alternating blocks of {INTERLEAVE_BLOCK} runs "
+                              "(2 untimed runs first in each block), so drift hits every model alike; "
+                              "device mode: one bundle after the other"),
             "rtf_definition": "compute time / audio time (4.0375 s per window)",
             "percentiles": "numpy.percentile, linear interpolation",
         }
@@ -290,20 +294,36 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
                                             b.reject_threshold))
         models.append(rec)
 
-    # Latency: same window, same runs, same thread counts for every model.
+    # Latency: same window, same runs, same thread counts for every model, all models
+    # timed in alternating blocks so that machine drift cannot land in the ratios.
+    import torch
+
     full_rec["latency"] = {}
+    for rec in models[1:]:
+        rec["latency"] = {}
     for t in cfg.threads:
-        full_rec["latency"][str(t)] = reference.cpu_latency(first, t, cfg.warmup, cfg.runs,
-                                                            label=f"latency full @{t}t")
+        settings = cfg.session_settings(t)
+        calls = {"full": reference.cpu_callable(first)}
+        made = {}
+        for name, b in bundles:
+            call, det, session_ms = bundle_latency_callable(str(b.path), first, settings)
+            calls[name] = call
+            made[name] = (det, session_ms)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(t)
+        try:
+            samples = time_interleaved(calls, cfg.warmup, cfg.runs, label=f"latency, all models @{t}t")
+        finally:
+            torch.set_num_threads(previous)
+        full_rec["latency"][str(t)] = reference.cpu_latency_record(samples["full"], t, cfg.warmup)
+        for rec, (name, b) in zip(models[1:], bundles):
+            det, session_ms = made[name]
+            rec["latency"][str(t)] = latency_record(samples[name], det, settings, t, cfg.warmup, session_ms)
+        del calls, made  # close this thread count's sessions (and their thread pools) before the next
     cuda = reference.cuda_latency(first, cfg.warmup, cfg.runs, label="latency full @cuda")
     if cuda is not None:
         full_rec["latency_cuda"] = cuda
-    for rec, (name, b) in zip(models[1:], bundles):
-        rec["latency"] = {}
-        for t in cfg.threads:
-            rec["latency"][str(t)] = measure_bundle_latency(str(b.path), first, t, cfg.warmup, cfg.runs,
-                                                            label=f"latency {name} @{t}t",
-                                                            settings=cfg.session_settings(t))
+    for rec in models[1:]:
         rec["vs_full"]["speedup_p50"] = {
             str(t): full_rec["latency"][str(t)]["p50_ms"] / rec["latency"][str(t)]["p50_ms"] for t in cfg.threads}
         rec["vs_full"]["latency_ratio_p50"] = {
