@@ -33,21 +33,57 @@ from .sincbank import check_sinc_keep, odd_kernel_size, sinc_filters, sinc_filte
 #: Front-end types a bundle may declare in ``manifest["frontend"]["type"]``.
 SINC_FFT_NUMPY = "sinc-fft-numpy"
 FRONTEND_TYPES = (SINC_FFT_NUMPY,)
-#: Overlap-save block (FFT) size. Measured on x86 with numpy's pocketfft: 8192-point
-#: blocks were as fast as or faster than one 65 536-point transform per window and keep
-#: the scratch arrays small; the block must be well above the kernel length.
+#: Overlap-save block (FFT) size, lower end. Measured on x86 with numpy's pocketfft:
+#: blocks of 8192-9216 points were faster than one 65 536-point transform per window and
+#: than blocks of 10 240 points or more, and keep the scratch arrays small (one band at a
+#: time, inside L2); the block must be well above the kernel length.
 PREFERRED_FFT_SIZE = 8192
+#: How far above PREFERRED_FFT_SIZE a block may grow to cut the padding of the last block.
+FFT_SIZE_SLACK = 1.125
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
+def _smooth_sizes(lo: int, hi: int) -> list[int]:
+    """Sizes in [lo, hi] with no prime factor above 5 (fast for pocketfft), ascending."""
+    out = []
+    p2 = 1
+    while p2 <= hi:
+        p3 = p2
+        while p3 <= hi:
+            p5 = p3
+            while p5 <= hi:
+                if p5 >= lo:
+                    out.append(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return sorted(out)
+
+
 def choose_fft_size(window: int, kernel: int, preferred: int = PREFERRED_FFT_SIZE) -> int:
-    """FFT size for overlap-save: ``preferred`` (at least twice the kernel), or one block for short windows."""
+    """FFT size for overlap-save of a ``window``-sample signal with a ``kernel``-tap filter.
+
+    Short windows (at most one preferred block) get a single power-of-two block. Otherwise
+    the 5-smooth size in ``[preferred, 1.125 * preferred]`` (at least twice the kernel)
+    that transforms the fewest samples in total (blocks x size): for RawNet2's 64 600
+    samples and 1025 taps that is 9000 points (8 blocks, 0.4 % padding) instead of 8192
+    (9 blocks, 16 %), measured 5-10 % faster for the whole front end.
+    """
     k = odd_kernel_size(kernel)
     block = max(int(preferred), _next_pow2(2 * k))
-    return min(block, _next_pow2(window)) if window >= k else block
+    if window < k:
+        return block
+    if _next_pow2(window) <= block:
+        return _next_pow2(window)
+    n_out = window - k + 1
+
+    def transformed(n: int) -> int:
+        return -(-n_out // (n - k + 1)) * n
+
+    return min(_smooth_sizes(block, int(block * FFT_SIZE_SLACK)), key=lambda n: (transformed(n), n))
 
 
 def bank_for(n_filters: int, kernel: int, sample_rate: int, keep: Optional[tuple[int, ...]] = None,

@@ -1,6 +1,8 @@
 """Inference-only rewrites of a trained RawNet2 that change no output.
 
 - BN after ``conv1`` in each residual block folds into that convolution.
+- SELU on the stage-1 feature map (the widest tensor in the graph) is written as
+  Relu + Exp (see :func:`selu_vectorised`).
 - ``fc1_gru`` and ``fc2_gru`` have no nonlinearity between them, so they fuse into one
   Linear; and since the score is log-softmax index 1 of two logits,
   ``score = -softplus(l0 - l1)`` needs only their difference: the head becomes one
@@ -15,6 +17,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .rawnet2 import RawNet2
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu_vectorised(x: torch.Tensor) -> torch.Tensor:
+    """``selu(x) = scale * relu(x) + scale * alpha * (exp(min(x, 0)) - 1)``, the same function.
+
+    Why: onnxruntime's CPU ``Selu`` kernel evaluates the exponential element by element;
+    its ``Exp`` and ``Relu`` kernels are vectorised. On the ``[8, 21 192]`` map after the
+    first BN this was 0.35 ms for ``Selu`` against about 0.2 ms for the written-out form
+    (x86, one thread), a few per cent of the edge model's whole window. ``min(x, 0)``
+    keeps ``exp`` from overflowing where ``x`` is large; the result equals ``F.selu``
+    within a few float32 ulps (parity-tested at export).
+    """
+    negative = torch.clamp(x, max=0.0)
+    return SELU_SCALE * torch.relu(x) + (SELU_SCALE * SELU_ALPHA) * (torch.exp(negative) - 1.0)
 
 
 def fold_bn_into_conv(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> nn.Conv1d:
@@ -74,7 +94,7 @@ class FoldedRawNet2(nn.Module):
 
     def body(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled sinc features → bona fide score: the graph when the front end runs in numpy."""
-        x = F.selu(self.first_bn(features))
+        x = selu_vectorised(self.first_bn(features))
         for block, att in zip(self.blocks, self.attentions):
             x = block(x)
             s = torch.sigmoid(att(x.mean(dim=-1))).unsqueeze(-1)

@@ -233,3 +233,16 @@ def test_cli_parity_failure_exits_non_zero_and_leaves_nothing(tiny_checkpoint, t
     assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_out_selu_equals_selu_everywhere():
+    """The stage-1 SELU is exported as Relu + Exp (faster in onnxruntime): same function,
+    including large inputs (exp only ever sees min(x, 0)) and exactly zero."""
+    import torch.nn.functional as F
+
+    from export.fold import selu_vectorised
+
+    x = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.0, 1e4, -1e4])])
+    got, want = selu_vectorised(x), F.selu(x)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, want, rtol=2e-7, atol=3e-7)

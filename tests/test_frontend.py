@@ -71,8 +71,36 @@ def test_manifest_round_trip_and_errors():
         FrontEndSpec.from_manifest(dict(entry, pool=0))
     with pytest.raises(BundleError):
         FrontEndSpec.from_manifest("sinc")
-    assert choose_fft_size(64600, 1025) == 8192
     assert choose_fft_size(1030, 1025) == 2048  # single block for short windows
+    assert choose_fft_size(8000, 1025) == 8192
+
+
+def test_fft_size_is_5_smooth_and_pads_least():
+    """RawNet2's window: 9000 points = 8 blocks of 7976 valid outputs (63 808 for 63 576
+    needed), against 8192 points = 9 blocks of 7168 (64 512). Hand-computed."""
+    assert choose_fft_size(64600, 1025) == 9000
+    for window in (9000, 16000, 32000, 64600, 96000):
+        n = choose_fft_size(window, 1025)
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        assert m == 1 and 8192 <= n <= 9216
+        hop = n - 1025 + 1
+        blocks = -(-(window - 1024) // hop)
+        for other in (8192, 9216):  # never more samples transformed than the power-of-two sizes
+            assert blocks * n <= -(-(window - 1024) // (other - 1024)) * other
+
+
+@pytest.mark.parametrize("window", [1030, 9000, 20000, 64600])
+def test_default_block_size_equals_direct_convolution(window):
+    spec = FrontEndSpec(filters=6, kernel=1024)
+    x = np.random.default_rng(window).standard_normal(window).astype(np.float32)
+    got = SincFFTFrontEnd(spec).filtered(x)
+    bank = spec.bank().astype(np.float64)
+    direct = np.stack([np.correlate(x.astype(np.float64), h, mode="valid") for h in bank])
+    assert got.shape == direct.shape
+    assert np.abs(got - direct).max() <= 2e-5 * np.abs(direct).max()
 
 
 # --------------------------------------------------------------------------- export + device path
