@@ -9,7 +9,6 @@ message that says which check failed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .digest import sha256
 from .errors import BundleError
 from .frontend import FrontEndSpec
 from .windows import COMBINE_RULES, WINDOW_MODES, WindowRule
@@ -67,7 +67,7 @@ GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)

@@ -74,3 +74,33 @@ def test_the_probe_sees_a_heavy_import(tmp_path):
     pytest.importorskip("scipy")
     result, _ = probe("import scipy\ncode = 0", tmp_path)
     assert "scipy" in result["heavy"]
+
+
+def test_sha256_matches_hashlib_and_the_runtime_does_not_load_openssl(tiny_bundle_master, tmp_path):
+    """Bundle hashes come from CPython's own SHA-256, not OpenSSL (3.6 MB of RSS saved)."""
+    import hashlib
+    import os
+
+    from edge_detector.bundle import sha256_file
+    from edge_detector.digest import sha256, sha256_source
+
+    for n in (0, 1, 63, 64, 65, 1 << 20):
+        data = os.urandom(n)
+        assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(3 * (1 << 20) + 5))  # several read chunks
+    assert sha256_file(blob) == hashlib.sha256(blob.read_bytes()).hexdigest()
+
+    code = textwrap.dedent(f"""
+        import sys
+        from edge_detector.detector import Detector
+        from edge_detector.digest import sha256_source
+        Detector({str(tiny_bundle_master)!r})
+        print(sha256_source(), "_hashlib" in sys.modules)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    source, openssl = p.stdout.split()
+    assert source == sha256_source()
+    if source != "hashlib":  # CPython: the built-in module serves, OpenSSL stays unloaded
+        assert openssl == "False"
