@@ -8,6 +8,7 @@
 # benchmarks/results/dev-heldout), so the int8 variant is built beside it, not shipped.
 #
 #   DATA=/path/to/corpus bash benchmarks/build_default_bundle.sh
+#   TRAIN=0 re-exports the already trained $WORK/ship/best.pt (after an exporter change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DATA:?set DATA to the corpus folder (protocol.txt + audio)}"
@@ -19,7 +20,7 @@ THREADS=${THREADS:-2}
 DEST=edge_detector/models/default
 set -x
 "$PY" benchmarks/make_splits.py --protocol "$DATA/protocol.txt" --exclude-sources CSMSC --out "$WORK/ship_splits"
-"${ED[@]}" train --init "$WORK/pruned_small/final.pt" --protocol "$WORK/ship_splits/train.txt" \
+[ "${TRAIN:-1}" = 0 ] || "${ED[@]}" train --init "$WORK/pruned_small/final.pt" --protocol "$WORK/ship_splits/train.txt" \
     --val-protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA" --out "$WORK/ship" --epochs "$EPOCHS" \
     --batch-size 16 --threads "$THREADS" --source-balanced --cache-dir "$WORK/cache"
 # fp32 with onnxruntime's GRU kernel; int8 from a MatMul-GRU export (its GRU weights quantize)

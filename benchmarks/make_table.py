@@ -45,7 +45,8 @@ def _ms(v: Optional[float]) -> str:
 
 
 def _mib(v: Optional[float]) -> str:
-    return "–" if v is None else f"{v / (1 << 20):.1f} MiB"
+    """Both units: the targets are stated in MB, memory tools print MiB."""
+    return "–" if v is None else f"{v / (1 << 20):.1f} MiB ({v / 1e6:.1f} MB)"
 
 
 def _size(v: Optional[float]) -> str:
@@ -69,7 +70,7 @@ def render_table(bench: dict[str, Any], source: str = "bench.json") -> str:
     full_mode = bench["mode"] == "full"
     header = ["model", "params", "on disk"]
     if full_mode:
-        header += ["EER %", "ΔEER pp", "min t-DCF", "agreement %"]
+        header += ["EER %", "ΔEER pp", "min t-DCF", "agreement %", "Spearman"]
     header += [f"p50 ms @{t1}t"] + ([f"p50 ms @{tn}t"] if tn != t1 else [])
     header += [f"RTF @{t1}t"]
     if full_mode:
@@ -86,7 +87,8 @@ def render_table(bench: dict[str, Any], source: str = "bench.json") -> str:
             agree = vs.get("agreement", {}).get("at_own_eer_threshold", {}).get("agreement")
             row += [_pct(acc["eer"]), "–" if m["kind"] == "full" else f"{100 * vs['eer_drop']:+.2f}",
                     "–" if acc.get("min_tdcf") is None else f"{acc['min_tdcf']:.4f}",
-                    "–" if agree is None else _pct(agree, 1)]
+                    "–" if agree is None else _pct(agree, 1),
+                    "–" if vs.get("spearman") is None else f"{vs['spearman']:.3f}"]
         row += [_ms(lat.get(t1, {}).get("p50_ms"))] + ([_ms(lat.get(tn, {}).get("p50_ms"))] if tn != t1 else [])
         row += ["–" if t1 not in lat else f"{lat[t1]['rtf_p50']:.4f}"]
         if full_mode:
@@ -103,7 +105,7 @@ def render_table(bench: dict[str, Any], source: str = "bench.json") -> str:
         d = bench["data"]
         caption.append(f"Accuracy on `{Path(d['protocol']).name}`: {d['files']} files ({d['bonafide']} bona fide, "
                        f"{d['spoof']} spoof), first 4.04 s window; agreement = same accept/reject decision as the "
-                       "full model, each at its own EER threshold; peak RSS and cold start of an edge-only process.")
+                       "full model, each at its own EER threshold; Spearman = rank correlation of the scores with the full model's; peak RSS and cold start of an edge-only process.")
     caption.append(f"Source: `{source}`, produced by `{bench['command']['command_line']}`.")
     return "\n".join(lines) + "\n\n" + " ".join(caption) + "\n"
 

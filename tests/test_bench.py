@@ -155,7 +155,7 @@ def test_full_bench_writes_markdown_plots_and_scores(full_run, corpus):
     for heading in ("## Accuracy", "## At the shipped thresholds", "## Latency per window",
                     "## Edge-only process", "## EER per spoofing system"):
         assert heading in md
-    assert rep["plots"] == ["det.png", "scatter.png", "latency.png"]
+    assert rep["plots"] == ["det.png", "scatter.png", "latency.png", "tradeoff.png"]
     for name in rep["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name, rel in rep["score_files"].items():

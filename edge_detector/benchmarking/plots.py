@@ -15,7 +15,7 @@ import numpy as np
 from ..metrics import compute_det_curve
 from .stats import probit
 
-__all__ = ["plot_full", "plot_device", "det_plot", "scatter_plot", "latency_histogram"]
+__all__ = ["plot_full", "plot_device", "det_plot", "scatter_plot", "latency_histogram", "tradeoff_plot"]
 
 _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
@@ -200,6 +200,58 @@ def latency_histogram(path: Path, series: dict[str, dict[str, list[float]]], tit
     return path
 
 
+def tradeoff_plot(path: Path, models: list[dict[str, Any]], threads: str, title: str,
+                  latency_target: float = 1 / 20, size_target_bytes: float = 2.8e6,
+                  spearman_target: float = 0.99) -> Path:
+    """The compression trade-off: EER against latency and size, fidelity against latency.
+
+    One point per model of the run (the full model included), latency as p50 at
+    ``threads`` intra-op threads, size as the model file. Dotted lines mark the targets
+    the edge bundle is held to (latency ``latency_target`` of the full model measured in
+    the same run, size ``size_target_bytes``, Spearman ``spearman_target``), so the
+    closest point to a target that is not met can be read off the figure.
+    """
+    plt = _pyplot()
+    pts = [m for m in models if threads in m.get("latency", {})]
+    full = next((m for m in pts if m["kind"] == "full"), None)
+    fig, axes = plt.subplots(1, 3, figsize=(16.5, 5.0), dpi=110)
+    panels = [
+        (axes[0], lambda m: m["latency"][threads]["p50_ms"], lambda m: 100 * m["accuracy"]["eer"],
+         f"p50 latency per window, ms @{threads}t (log)", "EER % (held-out)"),
+        (axes[1], lambda m: m["size"]["model_bytes"] / 1e6, lambda m: 100 * m["accuracy"]["eer"],
+         "model file, MB (log)", "EER % (held-out)"),
+        (axes[2], lambda m: m["latency"][threads]["p50_ms"],
+         lambda m: 1.0 if m["kind"] == "full" else m["vs_full"]["spearman"],
+         f"p50 latency per window, ms @{threads}t (log)", "Spearman ρ of scores with the full model"),
+    ]
+    for ax, fx, fy, xlabel, ylabel in panels:
+        for m in pts:
+            y = fy(m)
+            if y is None:
+                continue
+            x = fx(m)
+            ax.plot([x], [y], "s" if m["kind"] == "full" else "o", ms=7, mec="black", mew=0.6)
+            ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    if full is not None:
+        target_ms = full["latency"][threads]["p50_ms"] * latency_target
+        for ax in (axes[0], axes[2]):
+            ax.axvline(target_ms, ls=":", color="black", lw=1)
+            ax.text(target_ms, ax.get_ylim()[1], f" 1/{1 / latency_target:.0f} of full", va="top", fontsize=8)
+    axes[1].axvline(size_target_bytes / 1e6, ls=":", color="black", lw=1)
+    axes[1].text(size_target_bytes / 1e6, axes[1].get_ylim()[1], f" {size_target_bytes / 1e6:g} MB", va="top",
+                 fontsize=8)
+    axes[2].axhline(spearman_target, ls=":", color="black", lw=1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _ms(v: float) -> str:
     return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
 
@@ -245,6 +297,11 @@ def plot_full(report: dict[str, Any], out_dir: Path) -> list[str]:
                       title=f"Latency per window ({report['settings']['runs']} runs after "
                             f"{report['settings']['warmup']} warm-up, batch 1)")
     names.append("latency.png")
+    t1 = str(min(int(t) for t in report["settings"]["threads"]))
+    tradeoff_plot(out_dir / "tradeoff.png", models, t1,
+                  title=f"Trade-off of the variants in this run ({Path(d['protocol']).name}, "
+                        f"latency at {t1} thread{'s' if t1 != '1' else ''})")
+    names.append("tradeoff.png")
     return names
 
 
