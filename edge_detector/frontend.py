@@ -277,13 +277,20 @@ class SincFFTFrontEnd:
             out[i] = self._band(ws, i).reshape(-1)
         return out[:, : ws["n_out"]]
 
-    def features_one(self, window: np.ndarray) -> np.ndarray:
-        """``max_pool(|filtered|, pool)`` (floor mode) for one window: ``[filters, pooled]``."""
+    def features_one(self, window: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``max_pool(|filtered|, pool)`` (floor mode) for one window: ``[filters, pooled]``.
+
+        ``out`` (float32, that shape) receives the result in place: the batch call writes
+        straight into its output instead of copying each window's features once more.
+        """
         ws = self._spectrum(window)
         f = ws["spec"].shape[0]
         p = int(self.spec.pool)
         n_pool = ws["n_out"] // p
-        out = np.empty((f, n_pool), dtype=np.float32)
+        if out is None:
+            out = np.empty((f, n_pool), dtype=np.float32)
+        elif out.shape != (f, n_pool) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(f, n_pool)}, got {out.dtype} {out.shape}")
         valid = ws["valid"]
         flat = valid.reshape(-1)
         for i in range(f):
@@ -304,7 +311,7 @@ class SincFFTFrontEnd:
         f, p = self.spec.output_shape(x.shape[1])
         out = np.empty((x.shape[0], f, p), dtype=np.float32)
         for i in range(x.shape[0]):
-            out[i] = self.features_one(x[i])
+            self.features_one(x[i], out=out[i])
         return out
 
 

@@ -188,3 +188,15 @@ def test_cli_export_options(small_model, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["exporter"]["frontend"] == "numpy-fft" and m["exporter"]["gru"] == "matmul"
     assert m["frontend"]["type"] == "sinc-fft-numpy"
+
+
+def test_features_one_writes_into_a_given_buffer():
+    spec = FrontEndSpec(filters=4, kernel=1024)
+    fe = SincFFTFrontEnd(spec)
+    x = np.random.default_rng(5).standard_normal(20000).astype(np.float32)
+    want = fe.features_one(x)
+    buf = np.full(want.shape, np.nan, dtype=np.float32)
+    got = fe.features_one(x, out=buf)
+    assert got is buf and np.array_equal(buf, want)
+    with pytest.raises(ValueError, match="float32"):
+        fe.features_one(x, out=np.empty((4, 3), dtype=np.float32))
