@@ -8,7 +8,7 @@
 # DATA must hold protocol.txt and the audio. Outputs go to $WORK (default artifacts/):
 # full/ (training run), pruned/ and pruned_small/ (pruning fine-tuned on labels), pruned_kd/,
 # pruned_kd_small/ and kd_s8/ (fine-tuned on the full model's outputs), full-fp32/ (the full
-# model as a bundle), edge-{s12,s8,s12kd,s8kd}-{fp32,int8}/ (edge bundles).
+# model as a bundle), edge-{s12,s8,s12kd,s8kd}-{fp32,int8}/ and edge-kdstep{1,2,3}-fp32/ (edge bundles).
 # Nothing from DATA is copied into the repo.
 # Override HOLDOUT, EPOCHS, TARGET, STEPS, FT_EPOCHS, KD_EPOCHS, THREADS, RUNS, WARMUP as needed.
 set -euo pipefail
@@ -72,7 +72,14 @@ for pair in "s12:$WORK/pruned/final.pt" "s8:$WORK/pruned_small/final.pt" "s12kd:
       --audio-dir "$DATA" --calib-count 64 --eval-count 64 --overwrite $( [ "${name#s12}" != "$name" ] && echo --max-eer-increase 0.003 )
   "${ED[@]}" calibrate "$WORK/edge-$name-int8" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
 done
+# The intermediate steps of the distilled pruning (fp32 only): more points on the trade-off curve.
+for k in 1 2 3; do
+  "${ED[@]}" export "$WORK/pruned_kd/step_$k.pt" -o "$WORK/edge-kdstep$k-fp32" --frontend numpy-fft --gru onnx \
+      --parity-audio "$DATA" --parity-count 8 --overwrite
+  "${ED[@]}" calibrate "$WORK/edge-kdstep$k-fp32" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+done
 DATA="$DATA" CHECKPOINT="$WORK/full/best.pt" RUNS=${RUNS:-200} WARMUP=${WARMUP:-20} \
     bash benchmarks/run_dev_benchmark.sh "$WORK/full-fp32" \
     "$WORK/edge-s12-fp32" "$WORK/edge-s12-int8" "$WORK/edge-s8-fp32" "$WORK/edge-s8-int8" \
+    "$WORK/edge-kdstep1-fp32" "$WORK/edge-kdstep2-fp32" "$WORK/edge-kdstep3-fp32" \
     "$WORK/edge-s12kd-fp32" "$WORK/edge-s12kd-int8" "$WORK/edge-s8kd-fp32" "$WORK/edge-s8kd-int8"
