@@ -224,14 +224,14 @@ def tradeoff_plot(path: Path, models: list[dict[str, Any]], threads: str, title:
          lambda m: 1.0 if m["kind"] == "full" else m["vs_full"]["spearman"],
          f"p50 latency per window, ms @{threads}t (log)", "Spearman ρ of scores with the full model"),
     ]
+    markers = "osD^v<>pP*Xh"
     for ax, fx, fy, xlabel, ylabel in panels:
-        for m in pts:
+        for i, m in enumerate(pts):  # same colour and marker for a model in every panel
             y = fy(m)
             if y is None:
                 continue
-            x = fx(m)
-            ax.plot([x], [y], "s" if m["kind"] == "full" else "o", ms=7, mec="black", mew=0.6)
-            ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.plot([fx(m)], [y], "s" if m["kind"] == "full" else markers[i % len(markers)], color=f"C{i % 10}",
+                    ms=8, mec="black", mew=0.6, ls="none", label=m["name"] if ax is axes[0] else None)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -246,7 +246,8 @@ def tradeoff_plot(path: Path, models: list[dict[str, Any]], threads: str, title:
                  fontsize=8)
     axes[2].axhline(spearman_target, ls=":", color="black", lw=1)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=min(7, max(1, len(pts))), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(pts) - 1) // 7), 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
