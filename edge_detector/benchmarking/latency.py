@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 import click
@@ -29,6 +30,22 @@ INTERLEAVE_BLOCK = 10
 WINDOW_SECONDS = 64600 / 16000.0
 
 
+@contextmanager
+def _progress(length: int, label: Optional[str]) -> Iterator[Callable[[], None]]:
+    """A click progress bar on stderr when ``label`` is given; yields ``advance()`` (a no-op without)."""
+    if not label:
+        yield lambda: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield lambda: bar.update(1)
+
+
+def _elapsed_ms(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
 def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[str] = None) -> np.ndarray:
     """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed; return milliseconds.
 
@@ -39,23 +56,13 @@ def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[st
     if runs < 1:
         raise ValueError("runs must be at least 1")
     out = np.empty(runs, dtype=np.float64)
-    bar_ctx = click.progressbar(length=warmup + runs, label=label, file=sys.stderr) \
-        if label else None
-    bar = bar_ctx.__enter__() if bar_ctx else None
-    try:
+    with _progress(max(0, warmup) + runs, label) as advance:
         for _ in range(max(0, warmup)):
             fn()
-            if bar:
-                bar.update(1)
+            advance()
         for i in range(runs):
-            t0 = time.perf_counter_ns()
-            fn()
-            out[i] = (time.perf_counter_ns() - t0) / 1e6
-            if bar:
-                bar.update(1)
-    finally:
-        if bar_ctx:
-            bar_ctx.__exit__(None, None, None)
+            out[i] = _elapsed_ms(fn)
+            advance()
     return out
 
 
@@ -78,9 +85,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, runs: int, 
     out = {name: np.empty(runs, dtype=np.float64) for name in fns}
     done = dict.fromkeys(fns, 0)
     rounds = -(-runs // block)
-    bar_ctx = click.progressbar(length=rounds * len(fns), label=label, file=sys.stderr) if label else None
-    bar = bar_ctx.__enter__() if bar_ctx else None
-    try:
+    with _progress(rounds * len(fns), label) as advance:
         for fn in fns.values():
             for _ in range(max(0, warmup)):
                 fn()
@@ -89,15 +94,9 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, runs: int, 
                 for _ in range(max(0, block_warmup)):
                     fn()
                 for _ in range(min(block, runs - done[name])):
-                    t0 = time.perf_counter_ns()
-                    fn()
-                    out[name][done[name]] = (time.perf_counter_ns() - t0) / 1e6
+                    out[name][done[name]] = _elapsed_ms(fn)
                     done[name] += 1
-                if bar:
-                    bar.update(1)
-    finally:
-        if bar_ctx:
-            bar_ctx.__exit__(None, None, None)
+                advance()
     return out
 
 
