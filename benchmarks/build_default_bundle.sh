@@ -23,16 +23,8 @@ set -x
 [ "${TRAIN:-1}" = 0 ] || "${ED[@]}" train --init "$WORK/pruned_small/final.pt" --protocol "$WORK/ship_splits/train.txt" \
     --val-protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA" --out "$WORK/ship" --epochs "$EPOCHS" \
     --batch-size 16 --threads "$THREADS" --source-balanced --cache-dir "$WORK/cache"
-# fp32 with onnxruntime's GRU kernel; int8 from a MatMul-GRU export (its GRU weights quantize)
-"${ED[@]}" export "$WORK/ship/best.pt" -o "$WORK/ship-fp32" --frontend numpy-fft --gru onnx \
-    --parity-audio "$DATA" --parity-count 8 --overwrite
-"${ED[@]}" calibrate "$WORK/ship-fp32" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
-"${ED[@]}" export "$WORK/ship/best.pt" -o "$WORK/ship-fp32-matmul" --frontend numpy-fft --gru matmul \
-    --parity-audio "$DATA" --parity-count 8 --overwrite
-"${ED[@]}" calibrate "$WORK/ship-fp32-matmul" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
-"${ED[@]}" quantize "$WORK/ship-fp32-matmul" -o "$WORK/ship-int8" --protocol "$WORK/ship_splits/train.txt" --audio-dir "$DATA" \
-    --calib-count 64 --eval-count 64 --max-eer-increase 0.003 --overwrite
-"${ED[@]}" calibrate "$WORK/ship-int8" --protocol "$WORK/ship_splits/val.txt" --audio-dir "$DATA"
+DATA="$DATA" PYTHON="$PY" bash benchmarks/export_edge_variant.sh "$WORK/ship/best.pt" "$WORK/ship" \
+    "$WORK/ship_splits/val.txt" "$WORK/ship_splits/train.txt" --max-eer-increase 0.003
 rm -rf "$DEST" && mkdir -p "$(dirname "$DEST")" && cp -r "$WORK/ship-fp32" "$DEST"
 rm -rf "$DEST-int8" && cp -r "$WORK/ship-int8" "$DEST-int8"   # for profiles that ask for variant int8
 "${ED[@]}" info "$DEST"

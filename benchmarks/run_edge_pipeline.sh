@@ -60,23 +60,13 @@ KD=(--distill-from "$WORK/full/best.pt" --distill-alpha 1 --distill-loss margin-
 for pair in "s12:$WORK/pruned/final.pt" "s8:$WORK/pruned_small/final.pt" "s12kd:$WORK/pruned_kd/final.pt" \
             "s8kd:$WORK/kd_s8/best.pt"; do
   name=${pair%%:*}; ckpt=${pair#*:}
-  # fp32: onnxruntime's own GRU kernel (faster and ~3 MB less memory than the unrolled
-  # MatMul form); int8 is quantized from a MatMul-GRU export so that the GRU weights are int8 too.
-  "${ED[@]}" export "$ckpt" -o "$WORK/edge-$name-fp32" --frontend numpy-fft --gru onnx \
-      --parity-audio "$DATA" --parity-count 8 --overwrite
-  "${ED[@]}" calibrate "$WORK/edge-$name-fp32" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
-  "${ED[@]}" export "$ckpt" -o "$WORK/edge-$name-fp32-matmul" --frontend numpy-fft --gru matmul \
-      --parity-audio "$DATA" --parity-count 8 --overwrite
-  "${ED[@]}" calibrate "$WORK/edge-$name-fp32-matmul" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
-  "${ED[@]}" quantize "$WORK/edge-$name-fp32-matmul" -o "$WORK/edge-$name-int8" --protocol "$WORK/splits/train.txt" \
-      --audio-dir "$DATA" --calib-count 64 --eval-count 64 --overwrite $( [ "${name#s12}" != "$name" ] && echo --max-eer-increase 0.003 )
-  "${ED[@]}" calibrate "$WORK/edge-$name-int8" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+  DATA="$DATA" PYTHON="$PY" bash benchmarks/export_edge_variant.sh "$ckpt" "$WORK/edge-$name" "$WORK/splits/val.txt" \
+      "$WORK/splits/train.txt" $( [ "${name#s12}" != "$name" ] && echo --max-eer-increase 0.003 )
 done
 # The intermediate steps of the distilled pruning (fp32 only): more points on the trade-off curve.
 for k in 1 2 3; do
-  "${ED[@]}" export "$WORK/pruned_kd/step_$k.pt" -o "$WORK/edge-kdstep$k-fp32" --frontend numpy-fft --gru onnx \
-      --parity-audio "$DATA" --parity-count 8 --overwrite
-  "${ED[@]}" calibrate "$WORK/edge-kdstep$k-fp32" --protocol "$WORK/splits/val.txt" --audio-dir "$DATA"
+  DATA="$DATA" PYTHON="$PY" bash benchmarks/export_edge_variant.sh "$WORK/pruned_kd/step_$k.pt" "$WORK/edge-kdstep$k" \
+      "$WORK/splits/val.txt" "$WORK/splits/train.txt" --fp32-only
 done
 DATA="$DATA" CHECKPOINT="$WORK/full/best.pt" RUNS=${RUNS:-200} WARMUP=${WARMUP:-20} \
     bash benchmarks/run_dev_benchmark.sh "$WORK/full-fp32" \

@@ -633,14 +633,23 @@ def size_report(model: RawNet2) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # The schedule: prune, re-fit, fine-tune, evaluate, save
 # ----------------------------------------------------------------------------------------
+def _has_both_classes(corpus: Optional[Corpus]) -> bool:
+    if corpus is None or not corpus.entries:
+        return False
+    labels = corpus.labels
+    return bool(labels.min() != labels.max())
+
+
 def corpus_eer(model: RawNet2, corpus: Optional[Corpus]) -> Optional[float]:
     """Official first-window EER on ``corpus`` (None when it lacks one of the classes)."""
-    if corpus is None or not corpus.entries:
+    return scores_eer(score_signals(model, corpus.signals), corpus) if _has_both_classes(corpus) else None
+
+
+def scores_eer(scores: np.ndarray, corpus: Optional[Corpus]) -> Optional[float]:
+    """EER of ``scores`` given for ``corpus`` (None when it lacks one of the classes)."""
+    if not _has_both_classes(corpus):
         return None
     labels = corpus.labels
-    if labels.min() == labels.max():
-        return None
-    scores = score_signals(model, corpus.signals)
     eer, _ = compute_eer(scores[labels == 1], scores[labels == 0])
     return float(eer)
 
@@ -725,17 +734,18 @@ def run_schedule(
         batches = crop_batches(train, importance_batches, importance_batch_size, seed=seed + k) \
             if (criterion == "taylor" or refit) else []
         pruned, info = prune_step(current, sizes, criterion, batches, ft.class_weights, refit)
+        val_scores = score_signals(pruned, val.signals)
         rec: dict[str, Any] = {"step": k, "sizes": sizes.to_dict(), "config": pruned.config.to_dict(), **info,
-                               **size_report(pruned), "val_eer_pruned": corpus_eer(pruned, val)}
+                               **size_report(pruned), "val_eer_pruned": scores_eer(val_scores, val)}
         if ft.epochs > 0:
             work = out / "work" / f"step_{k}"
             cfg_k = TrainConfig(**{**ft.__dict__, "seed": ft.seed + k})
             trainer = Trainer(pruned, train, val, work, cfg_k, augment_fn=augment_fn, log=log, teacher=teacher)
             # Fine-tuning must earn its place: the pruned-but-untuned weights are the
             # checkpoint to beat (on a small validation set fine-tuning can make it worse).
-            val0 = trainer.validate()
+            val0 = trainer.validate(val_scores)
             save_checkpoint(pruned, str(work / "best.pt"), meta={"epoch": 0, **val0})
-            trainer.best_eer, trainer.best_key = val0["val_eer"], trainer._selection_key(val0)
+            trainer.best_eer, trainer.best_key = val0["val_eer"], trainer.selection_key(val0)
             if "val_spearman_teacher" in val0:
                 rec["val_spearman_teacher_pruned"] = val0["val_spearman_teacher"]
             result = trainer.fit()

@@ -271,9 +271,13 @@ class Trainer:
         print(file=sys.stderr)
         return float(np.mean(losses)) if losses else float("nan")
 
-    def validate(self) -> dict:
-        """Validation EER, and with a teacher the Spearman correlation of the two models' scores."""
-        scores = score_signals(self.model, self.val_set.signals)
+    def validate(self, scores: Optional[np.ndarray] = None) -> dict:
+        """Validation EER, and with a teacher the Spearman correlation of the two models' scores.
+
+        ``scores``: the model's validation scores when the caller already has them.
+        """
+        if scores is None:
+            scores = score_signals(self.model, self.val_set.signals)
         labels = self.val_set.labels
         eer, _ = compute_eer(scores[labels == 1], scores[labels == 0])
         out = {"val_eer": float(eer)}
@@ -284,7 +288,8 @@ class Trainer:
             out["val_spearman_teacher"] = float(rho) if rho is not None else 0.0
         return out
 
-    def _selection_key(self, val: dict) -> float:
+    def selection_key(self, val: dict) -> float:
+        """What ``select_by`` minimises for a :meth:`validate` record (EER, or 1 − Spearman with the teacher)."""
         if self.cfg.select_by == "fidelity":
             return 1.0 - val["val_spearman_teacher"]
         return val["val_eer"]
@@ -295,7 +300,7 @@ class Trainer:
             loss = self.train_epoch()
             val = self.validate()
             self.epoch += 1
-            key = self._selection_key(val)
+            key = self.selection_key(val)
             improved = key < self.best_key
             if improved:
                 self.best_key = key

@@ -200,6 +200,15 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.asarray(a) == np.asarray(b)))
 
 
+def agreement_at_own_thresholds(a: np.ndarray, a_threshold: float, b: np.ndarray, b_threshold: float) -> float:
+    """Share of trials two models decide alike, each accepting iff its raw score > its own threshold.
+
+    The rule of the DET sweep (and of the EER threshold), independent of calibration; the
+    benchmark and the training report's fidelity figure both use it.
+    """
+    return agreement(np.asarray(a) > a_threshold, np.asarray(b) > b_threshold)
+
+
 def compare_with_full(entries: Sequence[ProtocolEntry], full: np.ndarray, edge: np.ndarray,
                       full_acc: Mapping[str, Any], edge_acc: Mapping[str, Any],
                       calibration: Optional[tuple[float, float, float, float]] = None) -> dict[str, Any]:
@@ -243,10 +252,8 @@ def compare_with_full(entries: Sequence[ProtocolEntry], full: np.ndarray, edge: 
             "agreement_accept_vs_not": agreement(d_full == ACCEPT, d_edge == ACCEPT),
             "rule": "full and edge raw scores through the bundle's calibration and accept/reject thresholds",
         }
-    acc_full = full > full_acc["eer_threshold"]
-    acc_edge = edge > edge_acc["eer_threshold"]
     agree["at_own_eer_threshold"] = {
-        "agreement": agreement(acc_full, acc_edge),
+        "agreement": agreement_at_own_thresholds(full, full_acc["eer_threshold"], edge, edge_acc["eer_threshold"]),
         "rule": "each model: accept iff raw score > its own EER threshold",
     }
     out["agreement"] = agree

@@ -131,14 +131,14 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
                              "eer": eer, "threshold": thr}
         log(f"held-out EER {eer * 100:.2f} % at threshold {thr:.4f} on {len(heldout)} files")
         if teacher is not None:  # how faithfully the student follows the teacher where neither was trained
+            from edge_detector.benchmarking.accuracy import agreement_at_own_thresholds
             from edge_detector.benchmarking.stats import spearman
 
             t_scores = score_signals(teacher, held.signals)
-            _, t_thr = compute_eer(t_scores[labels == 1], t_scores[labels == 0])
+            t_eer, t_thr = compute_eer(t_scores[labels == 1], t_scores[labels == 0])
             rho = spearman(scores, t_scores)
-            agree = float(np.mean((scores >= thr) == (t_scores >= t_thr)))
-            report["heldout"]["teacher"] = {"eer": compute_eer(t_scores[labels == 1], t_scores[labels == 0])[0],
-                                            "spearman": rho, "agreement_at_own_eer_thresholds": agree}
+            agree = agreement_at_own_thresholds(t_scores, t_thr, scores, thr)
+            report["heldout"]["teacher"] = {"eer": t_eer, "spearman": rho, "agreement_at_own_eer_thresholds": agree}
             log(f"held-out fidelity to the teacher: Spearman {rho:.4f}, decisions agree on {agree * 100:.1f} %")
     Path(out_dir, "report.json").write_text(json.dumps(report, indent=2))
     log(json.dumps({k: report[k] for k in ("wall_seconds", "best_val_eer")}))

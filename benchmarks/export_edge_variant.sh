@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Export one pruned checkpoint as the pair of edge bundles the project ships and benchmarks:
+#   OUT_PREFIX-fp32/   numpy FFT front end + onnxruntime's GRU op (fastest fp32, least memory)
+#   OUT_PREFIX-int8/   static int8, quantized from a MatMul-GRU export (OUT_PREFIX-fp32-matmul/)
+#                      so that the recurrent weights are int8 too
+# each with the parity gate and calibrated on VAL_PROTOCOL. One script, so the pipeline and
+# the default-bundle build cannot drift apart in how a variant is made.
+#
+#   DATA=/path/to/corpus bash benchmarks/export_edge_variant.sh CHECKPOINT OUT_PREFIX VAL_PROTOCOL \
+#       CALIB_PROTOCOL [--fp32-only | extra quantize options ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DATA:?set DATA to the corpus folder (protocol.txt + audio)}"
+[ $# -ge 4 ] || { echo "usage: $0 CHECKPOINT OUT_PREFIX VAL_PROTOCOL CALIB_PROTOCOL [--fp32-only | quantize options]" >&2; exit 2; }
+CKPT=$1 OUT=$2 VAL=$3 CALIB=$4
+shift 4
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+ED=("$PY" -m edge_detector.cli)
+set -x
+"${ED[@]}" export "$CKPT" -o "$OUT-fp32" --frontend numpy-fft --gru onnx --parity-audio "$DATA" --parity-count 8 --overwrite
+"${ED[@]}" calibrate "$OUT-fp32" --protocol "$VAL" --audio-dir "$DATA"
+[ "${1:-}" = --fp32-only ] && exit 0
+"${ED[@]}" export "$CKPT" -o "$OUT-fp32-matmul" --frontend numpy-fft --gru matmul --parity-audio "$DATA" --parity-count 8 \
+    --overwrite
+# quantize judges its sensitivity runs with the input bundle's thresholds: calibrate it first
+"${ED[@]}" calibrate "$OUT-fp32-matmul" --protocol "$VAL" --audio-dir "$DATA"
+"${ED[@]}" quantize "$OUT-fp32-matmul" -o "$OUT-int8" --protocol "$CALIB" --audio-dir "$DATA" \
+    --calib-count 64 --eval-count 64 --overwrite "$@"
+"${ED[@]}" calibrate "$OUT-int8" --protocol "$VAL" --audio-dir "$DATA"
