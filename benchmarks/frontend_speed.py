@@ -4,12 +4,14 @@ Measures, on one thread and one 64 600-sample window, the stage a numpy-fft bund
 out of the graph: sinc filtering + |x| + max-pool 3. Compared implementations:
 
 - ``numpy_fft``: :class:`edge_detector.frontend.SincFFTFrontEnd` (overlap-save, FFT size
-  chosen by the runtime), and the same with one whole-window FFT (``numpy_fft_65536``);
+  chosen by the runtime), the same with the plain power-of-two block (``numpy_fft_8192``)
+  and with one whole-window FFT (``numpy_fft_65536``);
 - ``torch_conv1d``: ``F.conv1d`` + abs + ``F.max_pool1d`` (what the PyTorch model runs);
 - ``ort_conv``: the same three ops as a one-Conv ONNX graph in onnxruntime (what a
   ``--frontend graph`` bundle runs for this stage), graph level 'all'.
 
-Median (and p90) of warmed runs; every implementation is also checked against the
+Median (and p90) of warmed runs, all implementations timed in alternating blocks (so
+machine drift hits each alike); every implementation is also checked against the
 float64 direct convolution. Writes ``benchmarks/results/frontend_speed.json``.
 
     python benchmarks/frontend_speed.py [--filters 20] [--runs 30] [--warmup 5] [--out PATH]
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_detector.benchmarking.environment import capture_environment  # noqa: E402
-from edge_detector.benchmarking.latency import time_calls  # noqa: E402
+from edge_detector.benchmarking.latency import time_interleaved  # noqa: E402
 from edge_detector.benchmarking.stats import latency_summary  # noqa: E402
 from edge_detector.frontend import FrontEndSpec, SincFFTFrontEnd, choose_fft_size  # noqa: E402
 
@@ -94,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     x += (0.001 * rng.standard_normal(x.shape)).astype(np.float32)
     spec = FrontEndSpec(filters=args.filters)
     fe = SincFFTFrontEnd(spec)
+    fe_pow2 = SincFFTFrontEnd(spec, fft_size=8192)
     fe_big = SincFFTFrontEnd(spec, fft_size=65536)
     bank = np.array(fe.filters)
     ref = reference64(x, bank)
     scale = float(np.abs(x).max())
 
-    impls: dict[str, Callable[[], np.ndarray]] = {"numpy_fft": lambda: fe(x), "numpy_fft_65536": lambda: fe_big(x)}
+    impls: dict[str, Callable[[], np.ndarray]] = {"numpy_fft": lambda: fe(x), "numpy_fft_8192": lambda: fe_pow2(x),
+                                                  "numpy_fft_65536": lambda: fe_big(x)}
     notes: dict[str, str] = {
         "numpy_fft": f"overlap-save, FFT size {choose_fft_size(WINDOW, spec.taps)} (runtime default)",
+        "numpy_fft_8192": "overlap-save, FFT size 8192 (the power-of-two block)",
         "numpy_fft_65536": "one 65536-point FFT per window",
     }
     try:
@@ -129,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     results: dict[str, Any] = {}
+    timings = time_interleaved(impls, args.warmup, args.runs)
     for name, fn in impls.items():
         out = fn()
         err = float(np.abs(out.astype(np.float64) - ref).max())
-        samples = time_calls(fn, args.warmup, args.runs)
+        samples = timings[name]
         results[name] = {"note": notes[name], "max_abs_error_vs_float64_direct": err,
                          "max_abs_error_relative_to_signal_peak": err / scale,
                          **latency_summary(samples, SECONDS)}
