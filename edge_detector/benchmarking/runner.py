@@ -340,11 +340,7 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
     for name, arr in aligned.items():
         score_files[name] = str(write_score_file(out / "scores" / f"{name}.txt", entries, arr).relative_to(out))
     report: dict[str, Any] = {
-        "schema": BENCH_SCHEMA,
-        "mode": "full",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": _command_record(cfg),
-        "environment": env,
+        **_report_head("full", cfg, env),
         "settings": cfg.settings_record() | {"scoring_threads_onnxruntime": score_threads},
         "data": _data_record(protocol_path, audio_dir, entries),
         "asv_scores": ({"file": str(asv_scores), "sha256": sha256_file(Path(asv_scores)),
@@ -363,6 +359,12 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
     from .plots import plot_full
 
     return _finish(report, out, cfg, plot_fn=plot_full, log=log)
+
+
+def _report_head(mode: str, cfg: BenchConfig, env: dict[str, Any]) -> dict[str, Any]:
+    """The fields every bench.json starts with (settings: the device-only ones; full mode adds to them)."""
+    return {"schema": BENCH_SCHEMA, "mode": mode, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": _command_record(cfg), "environment": env, "settings": cfg.settings_record()}
 
 
 def _loadavg() -> Optional[list[float]]:
@@ -396,12 +398,7 @@ def run_device_only(bundle_paths: Sequence[str], out_dir: str, cfg: BenchConfig,
     for rec, (name, procs) in zip(models, _process_records(bundles, cfg, audio, log).items()):
         rec["process"] = procs
     report: dict[str, Any] = {
-        "schema": BENCH_SCHEMA,
-        "mode": "device-only",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": _command_record(cfg),
-        "environment": env,
-        "settings": cfg.settings_record(),
+        **_report_head("device-only", cfg, env),
         "input": audio or "synthetic noise window (numpy default_rng(12345), 0.1 * N(0, 1))",
         "models": models,
         "timing": {"total_s": None},
