@@ -70,7 +70,11 @@ def choose_fft_size(window: int, kernel: int, preferred: int = PREFERRED_FFT_SIZ
     the 5-smooth size in ``[preferred, 1.125 * preferred]`` (at least twice the kernel)
     that transforms the fewest samples in total (blocks x size): for RawNet2's 64 600
     samples and 1025 taps that is 9000 points (8 blocks, 0.4 % padding) instead of 8192
-    (9 blocks, 16 %); ``benchmarks/frontend_speed.py`` times both.
+    (9 blocks, 16 %). ``benchmarks/frontend_speed.py`` times both, interleaved: with the
+    8 filters of the edge bundles 9000 points was faster in every run here
+    (``results/frontend_speed_8.json``); with 20 filters the two were within run-to-run
+    noise (9000 faster in the committed ``results/frontend_speed.json``, slower in two
+    other runs).
     """
     k = odd_kernel_size(kernel)
     block = max(int(preferred), _next_pow2(2 * k))
