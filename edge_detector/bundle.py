@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from .digest import sha256
 from .errors import BundleError
+from .families import check_frontend, family_of, parse_frontend
 from .frontend import FrontEndSpec
 from .windows import COMBINE_RULES, WINDOW_MODES, WindowRule
 
@@ -28,7 +29,8 @@ ORIENTATION = "higher_is_bonafide"
 
 PathLike = Union[str, os.PathLike]
 
-# Required manifest fields: dotted path -> accepted types. Checked on every load.
+# Required manifest fields of every family: dotted path -> accepted types. Checked on every load;
+# each family adds its own (edge_detector.families, e.g. ONNX_FIELDS for the onnxruntime families).
 _NUM = (int, float)
 SCHEMA: dict[str, tuple[type, ...]] = {
     "format": (str,),
@@ -38,11 +40,6 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "model.variant": (str,),
     "model.config": (dict,),
     "model.parameters": (int,),
-    "onnx.file": (str,),
-    "onnx.input": (str,),
-    "onnx.output": (str,),
-    "onnx.opset": (int,),
-    "onnx.graph_optimization_level": (str,),
     "audio.sample_rate": (int,),
     "audio.min_seconds": _NUM,
     "audio.max_seconds": _NUM,
@@ -60,10 +57,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "thresholds.reject": _NUM,
     "thresholds.on": (str,),
     "source_checkpoint": (dict,),
-    "parity.tolerance": _NUM,
     "files": (dict,),
 }
-GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -99,16 +94,12 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
         )
     if version < 1:
         raise BundleError(f"{where}: invalid format version {version}")
-    for key, types in SCHEMA.items():
-        try:
-            value = _get(manifest, key)
-        except KeyError:
-            raise BundleError(f"{where}: missing field '{key}'") from None
-        if isinstance(value, bool) or not isinstance(value, types):
-            names = "/".join(t.__name__ for t in types)
-            raise BundleError(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
-        if types is _NUM and not math.isfinite(float(value)):
-            raise BundleError(f"{where}: field '{key}' must be finite")
+    _check_fields(manifest, SCHEMA, where)
+    try:
+        family = family_of(manifest)
+    except BundleError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    _check_fields(manifest, family.fields, where)
     if manifest["score"]["orientation"] != ORIENTATION:
         raise BundleError(f"{where}: unsupported score orientation {manifest['score']['orientation']!r}")
     if manifest["windows"]["mode"] not in WINDOW_MODES:
@@ -117,13 +108,17 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
         raise BundleError(f"{where}: field 'windows.combine' must be one of {COMBINE_RULES}")
     if manifest["windows"]["pad"] != "repeat":
         raise BundleError(f"{where}: unsupported pad rule {manifest['windows']['pad']!r}")
-    if manifest["onnx"]["graph_optimization_level"] not in GRAPH_LEVELS:
-        raise BundleError(f"{where}: field 'onnx.graph_optimization_level' must be one of {GRAPH_LEVELS}")
+    if family.check is not None:
+        family.check(manifest, where)
     if manifest["thresholds"]["reject"] > manifest["thresholds"]["accept"]:
         raise BundleError(f"{where}: thresholds.reject must not exceed thresholds.accept")
-    _validate_frontend(manifest, where)
-    if manifest["onnx"]["file"] not in manifest["files"]:
-        raise BundleError(f"{where}: the model file {manifest['onnx']['file']!r} has no entry in 'files'")
+    # Optional ``frontend``: absent/None = the model takes the waveform; else a registered numpy front
+    # end the family accepts. An unknown type is refused rather than ignored: feeding raw audio to a
+    # model that expects features (or the reverse) would give confident nonsense.
+    check_frontend(manifest, where)
+    model_file = _get(manifest, family.model_file_field)
+    if model_file not in manifest["files"]:
+        raise BundleError(f"{where}: the model file {model_file!r} has no entry in 'files'")
     for name, entry in manifest["files"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
             raise BundleError(f"{where}: files.{name} needs 'sha256' (string) and 'bytes' (integer)")
@@ -131,26 +126,18 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
             raise BundleError(f"{where}: file name {name!r} must be a plain name inside the bundle")
 
 
-def _validate_frontend(manifest: dict[str, Any], where: str) -> None:
-    """Optional ``frontend``: absent/None = the graph takes the waveform; else a known numpy front end.
-
-    An unknown type is refused rather than ignored: feeding raw audio to a graph that
-    expects filter-bank features (or the reverse) would give confident nonsense.
-    """
-    entry = manifest.get("frontend")
-    if entry is None:
-        return
-    try:
-        spec = FrontEndSpec.from_manifest(entry)
-    except BundleError as exc:
-        raise BundleError(f"{where}: {exc}") from None
-    assert spec is not None
-    if int(spec.sample_rate) != int(manifest["audio"]["sample_rate"]):
-        raise BundleError(f"{where}: frontend.sample_rate {spec.sample_rate} differs from audio.sample_rate "
-                          f"{manifest['audio']['sample_rate']}")
-    if spec.output_length(manifest["windows"]["window"]) <= 0:
-        raise BundleError(f"{where}: window of {manifest['windows']['window']} samples is too short for "
-                          f"a {spec.taps}-tap front end with pool {spec.pool}")
+def _check_fields(manifest: dict[str, Any], schema: Any, where: str) -> None:
+    """Raise BundleError naming the first field of ``schema`` (dotted path → types) missing or wrong-typed."""
+    for key, types in schema.items():
+        try:
+            value = _get(manifest, key)
+        except KeyError:
+            raise BundleError(f"{where}: missing field '{key}'") from None
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = "/".join(t.__name__ for t in types)
+            raise BundleError(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
+        if types == _NUM and not math.isfinite(float(value)):
+            raise BundleError(f"{where}: field '{key}' must be finite")
 
 
 @dataclass(frozen=True)
@@ -161,12 +148,22 @@ class Bundle:
     manifest: dict[str, Any]
 
     @property
+    def family(self) -> Any:
+        """The registered :class:`edge_detector.families.Family` named by ``model.family``."""
+        return family_of(self.manifest)
+
+    @property
+    def model_file(self) -> str:
+        """Name of the model file inside the bundle (the family says which field names it)."""
+        return str(_get(self.manifest, self.family.model_file_field))
+
+    @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["onnx"]["file"]
+        return self.path / self.model_file
 
     @property
     def model_sha256(self) -> str:
-        return self.manifest["files"][self.manifest["onnx"]["file"]]["sha256"]
+        return self.manifest["files"][self.model_file]["sha256"]
 
     @property
     def model_id(self) -> str:
@@ -190,9 +187,10 @@ class Bundle:
         return WindowRule(window=w["window"], hop=w["hop"], mode=w["mode"], combine=w["combine"])
 
     @property
-    def frontend(self) -> Optional[FrontEndSpec]:
-        """The numpy front end the runtime applies before the graph (None: the graph takes the waveform)."""
-        return FrontEndSpec.from_manifest(self.manifest.get("frontend"))
+    def frontend(self) -> Any:
+        """The spec of the numpy front end the runtime applies before the model (None: the model takes
+        the waveform); its type is the registered front end's (FrontEndSpec for ``sinc-fft-numpy``)."""
+        return parse_frontend(self.manifest.get("frontend"))
 
     @property
     def accept_threshold(self) -> float:

@@ -1,8 +1,9 @@
-"""The device-side detector: bundle + onnxruntime session → scores and decisions.
+"""The device-side detector: bundle + its family's scorer → scores and decisions.
 
-Everything that affects a decision comes from the bundle manifest (window rule,
-calibration, thresholds); the only inputs here are the audio and how to run the
-session on this device.
+Everything that affects a decision comes from the bundle manifest (model family, front
+end, window rule, calibration, thresholds); the only inputs here are the audio and how
+to run the model on this device. The scorer comes from the family registry
+(:mod:`edge_detector.families`): an onnxruntime session for the ONNX families.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .audio import check_scorable, load_audio, prepare_array
 from .bundle import Bundle, load_bundle
 from .errors import BundleError
 from .frontend import FrontEndSpec, SincFFTFrontEnd
-from .session import SessionSettings, make_session
+from .session import SessionSettings
 from .windows import WindowRule, combine_scores, make_windows
 
 ACCEPT, REJECT, UNCERTAIN = "accept", "reject", "uncertain"
@@ -104,6 +105,11 @@ class WindowScorer:
         batch = np.ascontiguousarray(windows, dtype=np.float32)
         return self.frontend(batch) if self.frontend is not None else batch
 
+    @property
+    def providers(self) -> list[str]:
+        """The onnxruntime execution providers of the session, first = the one used."""
+        return list(self.session.get_providers())
+
     def run_inputs(self, inputs: np.ndarray) -> np.ndarray:
         (scores,) = self.session.run([self.output_name], {self.input_name: inputs})
         return np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -117,24 +123,29 @@ class WindowScorer:
 
 
 class Detector:
-    """Scores audio with a bundle. Windows of one input go to the session in one call."""
+    """Scores audio with a bundle. Windows of one input go to the scorer in one call.
+
+    The scorer is made by the family the manifest names (``model.family``, see
+    :mod:`edge_detector.families`); ``session`` is its onnxruntime session when it has
+    one (ONNX families), else None.
+    """
 
     def __init__(self, bundle: Union[Bundle, str, os.PathLike], settings: Optional[SessionSettings] = None,
                  max_batch: int = 16) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.settings = settings or SessionSettings()
-        self.session = make_session(self.bundle.model_path, self.settings,
-                                    default_level=self.bundle.manifest["onnx"]["graph_optimization_level"])
-        self.input_name = self.bundle.manifest["onnx"]["input"]
-        self.output_name = self.bundle.manifest["onnx"]["output"]
-        self.frontend_spec = FrontEndSpec.from_manifest(self.bundle.manifest.get("frontend"))
         self.max_batch = max(1, int(max_batch))
-        self.scorer = WindowScorer(self.session, self.input_name, self.output_name, self.frontend_spec,
-                                   self.max_batch, where=str(self.bundle.model_path))
+        self.scorer = self.bundle.family.make_scorer(self.bundle, self.settings, self.max_batch)
+        self.session = getattr(self.scorer, "session", None)
+
+    @property
+    def providers(self) -> list[str]:
+        """What runs the model, first = the one used (onnxruntime providers, or ``numpy``)."""
+        return list(self.scorer.providers)
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        return self.providers[0]
 
     def window_rule(self, mode: Optional[str] = None) -> WindowRule:
         rule = self.bundle.window_rule
@@ -145,8 +156,8 @@ class Detector:
     def score_windows(self, batch: np.ndarray) -> np.ndarray:
         """Raw scores for a ``[n, window]`` float32 batch of raw windows (split into ``max_batch`` chunks).
 
-        When the manifest declares a numpy front end, the windows are filtered here before
-        the session runs, so callers always pass raw windows whatever the bundle.
+        When the manifest declares a numpy front end, the scorer computes it before the
+        model runs, so callers always pass raw windows whatever the bundle.
         """
         self.scorer.max_batch = self.max_batch
         return self.scorer.score(batch)

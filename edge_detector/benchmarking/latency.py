@@ -125,7 +125,7 @@ def latency_record(samples: np.ndarray, det: Detector, settings: SessionSettings
         "session_create_ms": session_ms,
         "provider": det.provider,
         "graph_optimization_level": settings.graph_optimization_level
-        or det.bundle.manifest["onnx"]["graph_optimization_level"],
+        or (det.bundle.manifest.get("onnx") or {}).get("graph_optimization_level"),
         "allow_spinning": settings.allow_spinning,
         "samples_ms": [round(float(v), 4) for v in samples],
     })

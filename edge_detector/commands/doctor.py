@@ -117,7 +117,7 @@ def run_provider(bundle: Any, spec: Any, threads: int, spinning: bool, level: Op
     for w in caught:  # re-emit, so nothing the runtime said is lost
         log(f"WARNING: {w.message}")
     record["session_s"] = round(time.perf_counter() - t0, 3)
-    record["ran_on"] = det.session.get_providers()
+    record["ran_on"] = det.providers
     record["fallback"] = det.provider != requested
     x = probe_window(bundle.window_rule.window, bundle.sample_rate)
     t1 = time.perf_counter()

@@ -34,13 +34,11 @@ def info_command(bundle: Optional[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"bundle": str(b.path), "verified": verified, "problem": problem, "manifest": m}, indent=2))
     else:
-        cfg = m["model"]["config"]
         size = sum(e["bytes"] for e in m["files"].values())
         lines = [
             f"bundle      {b.path}",
             f"model       {m['model_id']} ({m['model']['family']}, {m['model']['variant']}, {m['model']['parameters']:,} parameters)",
-            f"sizes       sinc {cfg.get('sinc_filters')}, channels {cfg.get('stage1_channels')}/{cfg.get('stage2_channels')}, "
-            f"GRU {cfg.get('gru_hidden')}x{cfg.get('gru_layers')}, fc1 {cfg.get('fc1_dim')}",
+            f"sizes       {b.family.summary(m)}",
             f"files       " + ", ".join(f"{n} ({e['bytes'] / 1e6:.2f} MB)" for n, e in m["files"].items()) + f"; total {size / 1e6:.2f} MB",
             f"audio       {m['audio']['sample_rate']} Hz mono, {m['audio']['min_seconds']}-{m['audio']['max_seconds']} s",
             f"windows     {m['windows']['window']} samples, hop {m['windows']['hop']}, mode {m['windows']['mode']}, "
@@ -49,11 +47,18 @@ def info_command(bundle: Optional[str], as_json: bool) -> None:
             f"calibration {m['calibration']['method']}: {m['calibration']['scale']:.4g} * score + {m['calibration']['offset']:.4g}",
             f"thresholds  accept >= {m['thresholds']['accept']:.4g}, reject < {m['thresholds']['reject']:.4g} (on {m['thresholds']['on']})",
             f"quantized   {json.dumps(m.get('quantization'))}",
-            f"parity      max |Δscore| {max(v for v in (m['parity'].get('max_abs_diff_random'), m['parity'].get('max_abs_diff_audio'), 0.0) if v is not None):.3g} "
-            f"(tolerance {m['parity']['tolerance']:g})",
+            _parity_line(m.get("parity")),
             f"evaluation  {json.dumps(m.get('evaluation'))}",
             f"source      {json.dumps(m['source_checkpoint'])}",
             f"sha256      {'verified' if verified else 'FAILED: ' + str(problem)}",
         ]
         click.echo("\n".join(lines))
     exit_with(ExitCode.ACCEPT if verified else ExitCode.BAD_BUNDLE)
+
+
+def _parity_line(parity: Optional[dict]) -> str:
+    """Export parity against the training-side model, when the family records one."""
+    if not isinstance(parity, dict) or "tolerance" not in parity:
+        return f"parity      {json.dumps(parity)}"
+    worst = max(v for v in (parity.get("max_abs_diff_random"), parity.get("max_abs_diff_audio"), 0.0) if v is not None)
+    return f"parity      max |Δscore| {worst:.3g} (tolerance {parity['tolerance']:g})"
