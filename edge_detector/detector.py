@@ -20,7 +20,7 @@ from .bundle import Bundle, load_bundle
 from .errors import BundleError
 from .frontend import FrontEndSpec, SincFFTFrontEnd
 from .session import SessionSettings
-from .windows import WindowRule, combine_scores, make_windows
+from .windows import WindowRule, combine_scores, make_windows, window_starts
 
 ACCEPT, REJECT, UNCERTAIN = "accept", "reject", "uncertain"
 
@@ -114,6 +114,28 @@ class WindowScorer:
         (scores,) = self.session.run([self.output_name], {self.input_name: inputs})
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
+    def score_signal(self, samples: np.ndarray, rule: WindowRule) -> tuple[np.ndarray, list[int]]:
+        """Raw scores of the windows ``rule`` takes from the 1-D float32 ``samples``, and their starts.
+
+        With a numpy front end and several overlapping windows (``mode="all"``), the
+        front end filters each stretch of signal once for up to ``max_batch`` windows
+        (:meth:`SincFFTFrontEnd.features_windows`) instead of once per window, and no
+        ``[n, window]`` copy of the signal is made; otherwise the stacked windows are
+        scored by :meth:`score`.
+        """
+        x = np.asarray(samples, dtype=np.float32)
+        if self.frontend is None or rule.mode == "first" or len(x) <= rule.window:
+            batch, starts = make_windows(x, rule)
+            return self.score(batch), starts
+        starts = window_starts(len(x), rule.window, rule.hop)
+        f, pooled = self.frontend.spec.output_shape(rule.window)
+        feats = np.empty((min(self.max_batch, len(starts)), f, pooled), dtype=np.float32)  # reused per batch
+        out = []
+        for i in range(0, len(starts), self.max_batch):
+            part = starts[i: i + self.max_batch]
+            out.append(self.run_inputs(self.frontend.features_windows(x, part, rule.window, out=feats[: len(part)])))
+        return np.concatenate(out), starts
+
     def score(self, batch: np.ndarray) -> np.ndarray:
         """Raw scores for ``[n, window]`` windows, ``max_batch`` at a time (bounded memory)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -162,6 +184,19 @@ class Detector:
         self.scorer.max_batch = self.max_batch
         return self.scorer.score(batch)
 
+    def score_signal(self, samples: np.ndarray, rule: WindowRule) -> tuple[np.ndarray, list[int]]:
+        """Raw scores of the windows ``rule`` takes from 1-D float32 ``samples``, and their start offsets.
+
+        A scorer that offers ``score_signal`` (the ONNX scorer with a numpy front end)
+        filters overlapping windows once; any other gets the stacked windows.
+        """
+        self.scorer.max_batch = self.max_batch
+        fn = getattr(self.scorer, "score_signal", None)
+        if fn is not None:
+            return fn(samples, rule)
+        batch, starts = make_windows(samples, rule)
+        return self.scorer.score(batch), starts
+
     def score_samples(self, samples: np.ndarray, source: str = "array", windows: Optional[str] = None,
                       started: Optional[float] = None) -> DetectionResult:
         """Decide on float32 mono samples already at the bundle's sample rate."""
@@ -169,9 +204,8 @@ class Detector:
         sr = self.bundle.sample_rate
         check_scorable(samples, sr, self.bundle.min_seconds, name=source)
         rule = self.window_rule(windows)
-        batch, starts = make_windows(samples, rule)
         t_inf = time.perf_counter()
-        scores = self.score_windows(batch)
+        scores, starts = self.score_signal(samples, rule)
         latency = (time.perf_counter() - t_inf) * 1000.0
         combined = combine_scores(scores, rule.combine)
         calibrated = self.bundle.calibrate(combined)

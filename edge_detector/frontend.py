@@ -23,7 +23,7 @@ import threading
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -201,8 +201,27 @@ class FrontEndSpec:
                    total=entry.get("total"))
 
 
+#: Overlap-save blocks transformed per numpy call: the float64 / complex scratch stays about
+#: 0.3-0.6 MB whatever the number of windows filtered together.
+CHUNK_BLOCKS = 8
+
+
+def _fft_out(fn, a: np.ndarray, out: np.ndarray, **kw) -> np.ndarray:
+    """``fn(a, out=out, **kw)`` (numpy >= 2 writes in place); numpy 1.x has no ``out=`` in numpy.fft."""
+    try:
+        return fn(a, out=out, **kw)
+    except TypeError:
+        out[...] = fn(a, **kw)
+        return out
+
+
 class SincFFTFrontEnd:
-    """Callable: ``[n, window]`` float32 waveforms → ``[n, filters, pooled]`` float32 features."""
+    """Callable: ``[n, window]`` float32 waveforms → ``[n, filters, pooled]`` float32 features.
+
+    :meth:`features_windows` computes the features of several (overlapping) windows of one
+    signal filtering every sample once: the windows of ``--windows all`` overlap by half,
+    so this halves the front end's work per window against filtering each window alone.
+    """
 
     def __init__(self, spec: FrontEndSpec, fft_size: Optional[int] = None) -> None:
         self.spec = spec
@@ -213,73 +232,117 @@ class SincFFTFrontEnd:
     def filters(self) -> np.ndarray:
         return self.spec.bank()
 
-    def _plan(self, n: int) -> tuple[int, int, int, int, np.ndarray]:
+    def _fft_size(self, window: int) -> int:
+        """The block size for ``window``-sample windows (also used for a span of several windows)."""
         k = self.spec.taps
-        n_out = n - k + 1
-        if n_out <= 0:
-            raise ValueError(f"window of {n} samples is shorter than the {k}-tap kernel")
-        nfft = self.fft_size or choose_fft_size(n, k)
-        spec = filter_spectra(int(self.spec.filters), int(self.spec.kernel), int(self.spec.sample_rate), int(nfft),
-                              self.spec.keep, None if self.spec.total is None else int(self.spec.total))
-        hop = nfft - k + 1  # valid outputs per block: the first hop samples of each circular block
-        n_blocks = -(-n_out // hop)
-        return nfft, hop, n_blocks, n_out, spec
+        if window - k + 1 <= 0:
+            raise ValueError(f"window of {window} samples is shorter than the {k}-tap kernel")
+        return int(self.fft_size or choose_fft_size(window, k))
 
-    def _workspace(self, n: int) -> dict[str, Any]:
-        """Scratch arrays reused across calls (per thread), sized for one filter at a time.
+    def _spectra(self, nfft: int) -> np.ndarray:
+        return filter_spectra(int(self.spec.filters), int(self.spec.kernel), int(self.spec.sample_rate), int(nfft),
+                              self.spec.keep, None if self.spec.total is None else int(self.spec.total))
+
+    def _workspace(self, nfft: int, n_blocks: int) -> dict[str, Any]:
+        """Scratch arrays reused across calls (per thread), grown to the most blocks seen.
 
         Allocating FFT scratch afresh for every window costs more than the FFTs (glibc
         returns such blocks to the kernel on free and the next call pays a page fault per
-        4 KiB: measured 9 ms instead of 2.8 ms per window for 12 filters), and filtering
-        one band at a time keeps the scratch at ~1 MB instead of ~7 MB (it counts on a Pi)
-        and inside the L2 cache.
+        4 KiB: measured 9 ms instead of 2.8 ms per window for 12 filters). For the same
+        reason the forward FFT runs in float64 with ``out=``: numpy's float32 ``rfft``
+        allocates a temporary buffer per call (one-off measurement here, 8 blocks of 9000
+        points: 1.0-1.4 ms in float32 against 0.2 ms in float64 into a reused array).
+        Scratch for the transforms is sized for :data:`CHUNK_BLOCKS` blocks (inside the
+        L2 cache); only the block spectra and one band's ``|y|`` span the whole signal.
         """
-        cache = getattr(self._local, "ws", None)
-        if cache is not None and cache["n"] == n:
-            return cache
-        nfft, hop, n_blocks, n_out, spec = self._plan(n)
+        k = self.spec.taps
+        hop = nfft - k + 1
+        ws = getattr(self._local, "ws", None)
+        if ws is not None and ws["nfft"] == nfft and ws["cap"] >= n_blocks:
+            return ws
+        c = min(CHUNK_BLOCKS, n_blocks)
+        bins = nfft // 2 + 1
         ws = {
-            "n": n, "nfft": nfft, "hop": hop, "n_blocks": n_blocks, "n_out": n_out, "spec": spec,
-            "padded": np.zeros((n_blocks - 1) * hop + nfft, dtype=np.float32),
-            "xs": np.empty((n_blocks, nfft // 2 + 1), dtype=np.complex64),
-            "prod": np.empty((n_blocks, nfft // 2 + 1), dtype=np.complex64),
-            "ys": np.empty((n_blocks, nfft), dtype=np.float32),
-            "valid": np.empty((n_blocks, hop), dtype=np.float32),
+            "nfft": nfft, "hop": hop, "cap": n_blocks, "chunk": c, "spec": self._spectra(nfft),
+            "xs": np.empty((n_blocks, bins), dtype=np.complex64),  # spectra of every block of the signal
+            "abs": np.empty((n_blocks, hop), dtype=np.float32),  # |filtered| of one band over the signal
+            "in64": np.zeros((c - 1) * hop + nfft, dtype=np.float64),
+            "x128": np.empty((c, bins), dtype=np.complex128),
+            "prod": np.empty((c, bins), dtype=np.complex64),
+            "ys": np.empty((c, nfft), dtype=np.float32),
         }
         self._local.ws = ws
         return ws
 
-    def _spectrum(self, window: np.ndarray) -> dict[str, Any]:
-        """Load one window into the workspace and take the FFT of its overlap-save blocks."""
-        x = np.asarray(window, dtype=np.float32)
-        ws = self._workspace(len(x))
-        nfft, hop = ws["nfft"], ws["hop"]
-        ws["padded"][: len(x)] = x  # the tail beyond len(x) stays zero from allocation
-        frames = np.lib.stride_tricks.sliding_window_view(ws["padded"], nfft)[::hop]  # [blocks, nfft], a view
-        try:  # numpy >= 2: single precision and out= avoid allocations
-            np.fft.rfft(frames, axis=-1, out=ws["xs"])
-        except TypeError:  # numpy 1.x: no out= in numpy.fft
-            ws["xs"][...] = np.fft.rfft(frames, axis=-1)
-        return ws
+    def _load(self, x: np.ndarray, nfft: int) -> tuple[dict[str, Any], int, int]:
+        """FFT the overlap-save blocks of the 1-D float32 signal ``x`` into the workspace.
 
-    def _band(self, ws: dict[str, Any], i: int) -> np.ndarray:
-        """``[blocks, hop]`` valid outputs of filter ``i`` for the window in ``ws`` (scratch: use at once)."""
-        nfft, hop = ws["nfft"], ws["hop"]
-        np.multiply(ws["xs"], ws["spec"][i][None, :], out=ws["prod"])
-        try:
-            ys = np.fft.irfft(ws["prod"], n=nfft, axis=-1, out=ws["ys"])
-        except TypeError:
-            ys = np.fft.irfft(ws["prod"], n=nfft, axis=-1).astype(np.float32)
-        return ys[:, :hop]
+        Returns ``(workspace, n_blocks, n_out)``; block ``b`` yields the valid outputs
+        ``b * hop .. (b + 1) * hop - 1`` of the cross-correlation (``n_out`` of them real).
+        """
+        k = self.spec.taps
+        n_out = len(x) - k + 1
+        if n_out <= 0:
+            raise ValueError(f"signal of {len(x)} samples is shorter than the {k}-tap kernel")
+        hop = nfft - k + 1
+        n_blocks = -(-n_out // hop)
+        ws = self._workspace(nfft, n_blocks)
+        buf, c = ws["in64"], ws["chunk"]
+        for b0 in range(0, n_blocks, c):
+            nb = min(c, n_blocks - b0)
+            seg = x[b0 * hop: b0 * hop + (nb - 1) * hop + nfft]
+            buf[: len(seg)] = seg
+            buf[len(seg):] = 0.0  # zero padding past the end of the signal
+            frames = np.lib.stride_tricks.sliding_window_view(buf, nfft)[::hop][:nb]  # a view
+            ws["xs"][b0: b0 + nb] = _fft_out(np.fft.rfft, frames, ws["x128"][:nb], axis=-1)  # rounded to complex64
+        return ws, n_blocks, n_out
+
+    def _band_abs(self, ws: dict[str, Any], i: int, n_blocks: int) -> np.ndarray:
+        """``|x ⋆ h_i|`` over the loaded signal, flat ``[n_blocks * hop]`` (scratch: use at once)."""
+        nfft, c = ws["nfft"], ws["chunk"]
+        hop = ws["hop"]
+        out = ws["abs"][:n_blocks]
+        spec = ws["spec"][i][None, :]
+        for b0 in range(0, n_blocks, c):
+            nb = min(c, n_blocks - b0)
+            prod = np.multiply(ws["xs"][b0: b0 + nb], spec, out=ws["prod"][:nb])
+            ys = _fft_out(np.fft.irfft, prod, ws["ys"][:nb], n=nfft, axis=-1)
+            np.abs(ys[:, :hop], out=out[b0: b0 + nb])
+        return out.reshape(-1)
+
+    def _pool_into(self, a: np.ndarray, offset: int, row: np.ndarray) -> None:
+        """``row[j] = max(a[offset + p*j : offset + p*(j+1)])`` (floor-mode max-pool, ``p`` = pool)."""
+        p = int(self.spec.pool)
+        n_pool = row.shape[0]
+        v = a[offset: offset + n_pool * p].reshape(n_pool, p)
+        if p == 1:
+            np.copyto(row, v[:, 0])
+            return
+        np.maximum(v[:, 0], v[:, 1], out=row)
+        for j in range(2, p):  # strided maxima: much faster than a reduction over a length-3 axis
+            np.maximum(row, v[:, j], out=row)
 
     def filtered(self, window: np.ndarray) -> np.ndarray:
         """Valid cross-correlation of one 1-D window with every filter: ``[filters, len - taps + 1]``."""
-        ws = self._spectrum(window)
-        f = ws["spec"].shape[0]
-        out = np.empty((f, ws["n_blocks"] * ws["hop"]), dtype=np.float32)
-        for i in range(f):
-            out[i] = self._band(ws, i).reshape(-1)
-        return out[:, : ws["n_out"]]
+        x = np.ascontiguousarray(window, dtype=np.float32)
+        ws, n_blocks, n_out = self._load(x, self._fft_size(len(x)))
+        out = np.empty((ws["spec"].shape[0], n_out), dtype=np.float32)
+        nfft, hop, c = ws["nfft"], ws["hop"], ws["chunk"]
+        for i in range(out.shape[0]):
+            for b0 in range(0, n_blocks, c):
+                nb = min(c, n_blocks - b0)
+                prod = np.multiply(ws["xs"][b0: b0 + nb], ws["spec"][i][None, :], out=ws["prod"][:nb])
+                ys = _fft_out(np.fft.irfft, prod, ws["ys"][:nb], n=nfft, axis=-1)[:, :hop].reshape(-1)
+                lo = b0 * hop
+                out[i, lo: min(n_out, lo + nb * hop)] = ys[: max(0, min(n_out, lo + nb * hop) - lo)]
+        return out
+
+    def _check_out(self, out: Optional[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        if out is None:
+            return np.empty(shape, dtype=np.float32)
+        if out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
+        return out
 
     def features_one(self, window: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """``max_pool(|filtered|, pool)`` (floor mode) for one window: ``[filters, pooled]``.
@@ -287,23 +350,45 @@ class SincFFTFrontEnd:
         ``out`` (float32, that shape) receives the result in place: the batch call writes
         straight into its output instead of copying each window's features once more.
         """
-        ws = self._spectrum(window)
-        f = ws["spec"].shape[0]
-        p = int(self.spec.pool)
-        n_pool = ws["n_out"] // p
-        if out is None:
-            out = np.empty((f, n_pool), dtype=np.float32)
-        elif out.shape != (f, n_pool) or out.dtype != np.float32:
-            raise ValueError(f"out must be float32 {(f, n_pool)}, got {out.dtype} {out.shape}")
-        valid = ws["valid"]
-        flat = valid.reshape(-1)
+        x = np.ascontiguousarray(window, dtype=np.float32)
+        out = self._check_out(out, self.spec.output_shape(len(x)))
+        ws, n_blocks, _ = self._load(x, self._fft_size(len(x)))
+        for i in range(out.shape[0]):
+            self._pool_into(self._band_abs(ws, i, n_blocks), 0, out[i])
+        return out
+
+    def features_windows(self, signal: np.ndarray, starts: Sequence[int], window: int,
+                         out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Features of the windows ``signal[s : s + window]`` for ``s`` in ``starts``: ``[n, filters, pooled]``.
+
+        Equal to ``self(np.stack([signal[s:s + window] for s in starts]))`` up to float32
+        rounding (the cross-correlation at each output sample uses the same ``taps`` input
+        samples; only the FFT block boundaries differ). When the windows overlap (their
+        span is shorter than their total length) the span is filtered once and each
+        window max-pools its own slice of it; otherwise each window is filtered alone.
+        Scratch memory grows with the span: callers bound it by passing a batch of windows
+        at a time. Raises ValueError for a window outside the signal.
+        """
+        x = np.asarray(signal, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"expected a 1-D signal, got shape {x.shape}")
+        st = [int(s) for s in starts]
+        f, n_pool = self.spec.output_shape(window)
+        out = self._check_out(out, (len(st), f, n_pool))
+        if not st:
+            return out
+        if min(st) < 0 or max(st) + window > len(x):
+            raise ValueError(f"window starts {min(st)}..{max(st)} (+{window}) fall outside a {len(x)}-sample signal")
+        lo, hi = min(st), max(st) + window
+        if len(st) == 1 or hi - lo >= len(st) * window:
+            for w, s in enumerate(st):
+                self.features_one(x[s: s + window], out=out[w])
+            return out
+        ws, n_blocks, _ = self._load(np.ascontiguousarray(x[lo:hi]), self._fft_size(window))
         for i in range(f):
-            np.abs(self._band(ws, i), out=valid)  # |x| of the valid part of every block, contiguous
-            a = flat[: n_pool * p].reshape(n_pool, p)
-            row = out[i]
-            np.maximum(a[:, 0], a[:, 1], out=row) if p > 1 else np.copyto(row, a[:, 0])
-            for j in range(2, p):  # strided maxima: much faster than a reduction over a length-3 axis
-                np.maximum(row, a[:, j], out=row)
+            a = self._band_abs(ws, i, n_blocks)
+            for w, s in enumerate(st):
+                self._pool_into(a, s - lo, out[w, i])
         return out
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
