@@ -201,8 +201,11 @@ def build_bundle(
     overwrite: bool = False,
     frontend: str = "graph",
     gru: str = "onnx",
+    parity_seed: Optional[int] = None,
 ) -> Path:
     """Export, run the parity gate, write model + manifest into ``out_dir`` atomically.
+
+    ``parity_seed`` seeds the gate's random windows (None: fresh ones on every export).
 
     ``frontend``: "graph" (the sinc stage in ONNX, input ``waveform``) or "numpy-fft"
     (the device computes it in numpy; input ``features``; manifest ``frontend`` set).
@@ -230,7 +233,7 @@ def build_bundle(
         else:
             export_onnx(module, onnx_path, window=rule.window)
         report = parity_check(model, onnx_path, audio_windows, n_random=n_random, tolerance=tolerance,
-                              window=rule.window, frontend=spec)
+                              window=rule.window, frontend=spec, seed=parity_seed)
         model_id, src = model_identity(model, checkpoint_path)
         manifest = default_manifest(model_id=model_id, model_config=model.config.to_dict(),
                                     parameters=count_parameters(model), variant=variant, opset=OPSET,

@@ -120,11 +120,11 @@ def test_dynamic_batch_axis(tiny_bundle_master):
     np.testing.assert_allclose(five, singles, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def reference_scores(tiny_model):
-    """Fresh inputs (random and synthetic audio) and the PyTorch scores, computed once."""
-    seed = int(np.random.default_rng().integers(1 << 30))  # fresh on every run, printed on failure
-    batch = np.concatenate([random_windows(2, seed=seed), audio_windows(2, seed=seed % 1000)])
+@pytest.fixture(scope="module", params=[11, 12])
+def reference_scores(tiny_model, request):
+    """Seeded inputs (random and synthetic audio, not those of the export's own gate) and the PyTorch scores."""
+    seed = request.param
+    batch = np.concatenate([random_windows(2, seed=seed), audio_windows(2, seed=100 + seed)])
     return seed, batch, score_windows(tiny_model, batch)
 
 
@@ -137,7 +137,7 @@ def test_fresh_parity_with_pytorch(tiny_bundle_master, reference_scores, level):
     diff = np.abs(ref - got)
     assert diff[:2].max() <= 1e-4, (seed, diff)  # random windows
     assert diff[2:].max() <= 1e-4, (seed, diff)  # synthetic audio windows
-    assert np.ptp(ref) > 1e-3  # the model is not constant: parity is not trivially met
+    assert np.ptp(ref[2:]) > 0.3  # the model is not constant: parity is not trivially met
 
 
 # --------------------------------------------------------------------------- the parity gate
@@ -154,12 +154,13 @@ def test_parity_gate_fails_on_a_different_graph(tiny_model, tiny_bundle, tmp_pat
     out = tmp_path / "bad_bundle"
     with pytest.raises(ParityError, match="parity gate failed"):
         build_bundle(tiny_model, out, audio_windows=audio_windows(1), n_random=1,
-                     export_module=_perturbed(tiny_model))
+                     export_module=_perturbed(tiny_model), parity_seed=0)
     assert not out.exists()
     # a failed overwrite keeps the old bundle, and no temporary folder is left behind
     before = sha256_file(tiny_bundle / "model.onnx")
     with pytest.raises(ParityError):
-        build_bundle(tiny_model, tiny_bundle, n_random=1, export_module=_perturbed(tiny_model, 1e-2), overwrite=True)
+        build_bundle(tiny_model, tiny_bundle, n_random=1, export_module=_perturbed(tiny_model, 1e-2), overwrite=True,
+                     parity_seed=1)
     assert sha256_file(tiny_bundle / "model.onnx") == before
     load_bundle(tiny_bundle)
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
@@ -225,9 +226,13 @@ def test_cli_export_writes_a_bundle(tiny_checkpoint, parity_audio_dir, tmp_path)
 
 
 def test_cli_parity_failure_exits_non_zero_and_leaves_nothing(tiny_checkpoint, tmp_path):
-    """A tolerance no float32 graph can meet (BN folding alone moves scores by ~1e-7)."""
+    """A tolerance no float32 graph can meet (BN folding alone moves scores by ~1e-7).
+
+    The gate's random windows are seeded: an unlucky fresh draw can give max |Δ| exactly 0.
+    """
     out = tmp_path / "strict"
-    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "-o", str(out), "--tolerance", "1e-12"])
+    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "-o", str(out), "--tolerance", "1e-12",
+                                       "--parity-seed", "3"])
     assert result.exit_code != 0
     assert "parity gate failed" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output

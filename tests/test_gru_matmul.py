@@ -89,7 +89,7 @@ def test_export_has_no_gru_and_passes_parity(tmp_path):
 
     model = _tiny(layers=2)
     audio = np.stack([speechlike(4.1, seed=1)[:64600], buzzy(4.1, seed=1)[:64600]])
-    out = build_bundle(model, tmp_path / "b", audio_windows=audio, gru="matmul", tolerance=1e-4)
+    out = build_bundle(model, tmp_path / "b", audio_windows=audio, gru="matmul", tolerance=1e-4, parity_seed=0)
     graph = onnx.load(str(out / "model.onnx")).graph
     ops = [n.op_type for n in graph.node]
     assert "GRU" not in ops

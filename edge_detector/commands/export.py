@@ -46,8 +46,11 @@ def parity_windows(paths: tuple[str, ...], limit: int, window: int) -> "np.ndarr
               help="GRU as the ONNX GRU op, or rewritten as MatMul + elementwise ops so that static int8 "
                    "(`edge-detect quantize`) can quantize its weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--parity-seed", type=int, default=None,
+              help="Seed of the parity gate's random windows (default: fresh ones on every export).")
 def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...], parity_count: int, tolerance: float,
-                   mode: str, hop: int, combine: str, frontend: str, gru: str, overwrite: bool) -> None:
+                   mode: str, hop: int, combine: str, frontend: str, gru: str, overwrite: bool,
+                   parity_seed: Optional[int]) -> None:
     """Export CHECKPOINT (official RawNet2 .pth or ours) to a bundle folder.
 
     TorchScript exporter, fixed sinc filters as constants, BN folded, the two FC layers
@@ -71,7 +74,8 @@ def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...],
         if audio is None:
             log("parity gate: no real audio given (--parity-audio); comparing on random windows only")
         out = build_bundle(model, out_dir, checkpoint_path=checkpoint, audio_windows=audio, window_rule=rule,
-                           tolerance=tolerance, overwrite=overwrite, frontend=frontend, gru=gru)
+                           tolerance=tolerance, overwrite=overwrite, frontend=frontend, gru=gru,
+                           parity_seed=parity_seed)
         import json
 
         parity = json.loads((Path(out) / "manifest.json").read_text())["parity"]

@@ -58,11 +58,16 @@ def gate_command(file: str, bundle_path: Optional[str], profile: Optional[str], 
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
         record.update({"decision": "error", "error": "interrupted"})
-    except Exception as exc:  # fail closed on anything unforeseen
+    except (Exception, SystemExit) as exc:  # fail closed on anything unforeseen, even a stray sys.exit(0)
         code = ExitCode.INTERNAL_ERROR
         record.update({"decision": "error", "error": "internal_error", "message": repr(exc)})
         log("edge-detect gate: internal error\n" + traceback.format_exc())
     record["exit_code"] = int(code)
     if as_json:
-        emit(record)
+        try:
+            emit(record)
+        except KeyboardInterrupt:
+            code = ExitCode.INTERRUPTED
+        except Exception:  # stdout gone (closed pipe, full disk): no record, so no accept either
+            code = code if code != ExitCode.ACCEPT else ExitCode.INTERNAL_ERROR
     exit_with(code)
