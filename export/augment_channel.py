@@ -76,18 +76,24 @@ class Compose:
         return x
 
 
-def build_training_augment(rawboost: bool, channel: bool, seed: int):
-    """The training augmentation chain (channel first, then RawBoost) on one shared generator.
+def build_training_augment(rawboost: bool, channel: bool, seed: int, condition: bool = False):
+    """The training augmentation chain on one shared generator.
 
-    ``None`` when both are off. Used by `train` and by `prune`'s fine-tuning alike, so the
-    two see the same data distribution.
+    Order: recording condition (room, codec, telephone, noise; :mod:`export.augment_codec`,
+    with ``condition``), then band-limit and gain (``channel``), then RawBoost. ``None``
+    when all are off. Used by `train` and by `prune`'s fine-tuning alike, so the two see
+    the same data distribution.
     """
     from .augment import RawBoost
 
-    if not (rawboost or channel):
+    if not (rawboost or channel or condition):
         return None
     rng = np.random.default_rng(seed)
     steps: list = []
+    if condition:
+        from .augment_codec import ConditionAugment
+
+        steps.append(ConditionAugment(rng))
     if channel:
         steps.append(ChannelAugment(rng=rng))
     if rawboost:

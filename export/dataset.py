@@ -8,6 +8,7 @@ official first-window input for scoring are both cut here.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def load_corpus(
         print(file=sys.stderr)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # two runs may fill the same cache at once
         np.savez(tmp, **{e.file_id: s for e, s in zip(entries, signals)})
         tmp.replace(cache)
     return Corpus(entries, signals)

@@ -13,6 +13,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,6 +53,16 @@ class TrainConfig:
     distill_loss: str = "kl"  # "kl" (soft targets at a temperature) or "margin-mse" (match the logit margin)
     distill_mix: float = 0.0  # pure distillation only: share of crops mixed with another crop (label-free inputs)
     select_by: str = "eer"  # "eer" (validation EER) or "fidelity" (validation Spearman with the teacher)
+    # Pair-aware training (export/pair_training.py): share of each batch made of (bona fide,
+    # vocoded copy) pairs under one recording condition, the supervised contrastive weight
+    # and temperature, the share of synthetic non-speech crops (labelled spoof), and the
+    # number of steps per epoch (0 = one pass over the training files).
+    pair_fraction: float = 0.0
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
+    nonspeech_fraction: float = 0.0
+    steps_per_epoch: int = 0
+    fft_frontend: bool = False  # train through the sinc bank with FFT convolution (same output, faster)
     log_every: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -105,8 +116,26 @@ class Trainer:
         augment_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
         teacher: Optional[nn.Module] = None,
+        pairs: Optional[dict[int, list[int]]] = None,
+        nonspeech: Optional[list[np.ndarray]] = None,
     ) -> None:
         self.model, self.train_set, self.val_set, self.cfg = model, train, val, cfg
+        self.pairs = pairs or {}
+        self.nonspeech = nonspeech or []
+        if cfg.pair_fraction > 0 and not self.pairs:
+            raise ValueError("pair_fraction > 0 needs vocoded pairs of training files (train --vocoded DIR)")
+        if cfg.nonspeech_fraction > 0 and not self.nonspeech:
+            raise ValueError("nonspeech_fraction > 0 needs a bank of non-speech signals")
+        if cfg.fft_frontend:
+            model.sinc.use_fft = True
+        # Paired bona fide files, drawn with weight 1/sqrt(size of their corpus).
+        from .pair_training import group_key
+
+        paired = np.array(sorted(self.pairs), dtype=np.int64)
+        keys = [group_key(train.entries[int(i)]) for i in paired]
+        counts = Counter(keys)
+        w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
+        self._paired_sources, self._paired_weights = paired, (w / w.sum() if len(w) else w)
         self.teacher = teacher.eval() if teacher is not None else None
         if self.teacher is not None:
             for p in self.teacher.parameters():
@@ -238,7 +267,69 @@ class Trainer:
                 out[i] = (w * crops[i] + (1 - w) * crops[j]).astype(np.float32)
         return out
 
+    def _pair_batch(self, sampler) -> tuple[list[np.ndarray], np.ndarray]:
+        """One batch: pairs under a shared condition, non-speech crops, class-balanced rest."""
+        from .augment_codec import same_condition
+        from .pair_training import aligned_crops, pick_copy
+
+        bs, rng, sig = self.cfg.batch_size, self.rng, self.train_set.signals
+        labels = self.train_set.labels
+        n_pairs = int(round(bs * self.cfg.pair_fraction / 2))
+        n_non = int(round(bs * self.cfg.nonspeech_fraction))
+        crops: list[np.ndarray] = []
+        ys: list[int] = []
+        if n_pairs:
+            paired = self._paired_sources
+            for i in paired[sampler.rng.choice(len(paired), size=n_pairs, p=self._paired_weights)]:
+                j = pick_copy(self.pairs[int(i)], rng)
+                a, b = aligned_crops(sig[int(i)], sig[j], rng)
+                if self.augment_fn is not None:
+                    a, b = same_condition(self.augment_fn, a, b)
+                crops += [a, b]
+                ys += [1, 0]
+        for _ in range(n_non):
+            x = random_crop(self.nonspeech[int(rng.integers(len(self.nonspeech)))], rng)
+            crops.append(self.augment_fn(x) if self.augment_fn is not None else x)
+            ys.append(0)
+        rest = bs - len(crops)
+        n_bona = (rest + int(rng.integers(2))) // 2
+        for i in np.concatenate([sampler.draw(1, n_bona), sampler.draw(0, rest - n_bona)]):
+            x = random_crop(sig[int(i)], rng)
+            crops.append(self.augment_fn(x) if self.augment_fn is not None else x)
+            ys.append(int(labels[int(i)]))
+        return [np.asarray(c, dtype=np.float32) for c in crops], np.array(ys, dtype=np.int64)
+
+    def _pair_epoch(self) -> float:
+        """One epoch of pair-aware training (see :mod:`export.pair_training`)."""
+        from .pair_training import BalancedSampler, supervised_contrastive
+
+        sampler = BalancedSampler(self.train_set.entries, self.rng)
+        steps = self.cfg.steps_per_epoch or max(1, len(self.train_set.entries) // self.cfg.batch_size)
+        losses = []
+        t0 = time.time()
+        for b in range(steps):
+            crops, ys = self._pair_batch(sampler)
+            xb, yb = torch.from_numpy(np.stack(crops)), torch.from_numpy(ys)
+            with torch.no_grad():
+                filtered = self.model.front(xb)
+            log_probs, emb = self.model.head_with_embedding(self.model.encode(filtered))
+            loss = F.nll_loss(log_probs, yb, weight=self.loss_weights)
+            if self.cfg.contrastive_weight > 0:
+                loss = loss + self.cfg.contrastive_weight * supervised_contrastive(
+                    emb, yb, self.cfg.contrastive_temperature)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            _progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}", b + 1, steps, t0, f"loss {np.mean(losses):.4f}")
+        print(file=sys.stderr)
+        return float(np.mean(losses)) if losses else float("nan")
+
     def train_epoch(self) -> float:
+        if self.cfg.pair_fraction > 0 or self.cfg.nonspeech_fraction > 0:
+            self.model.train()
+            apply_freeze(self.model, trainable_groups_at(self.epoch, self.cfg))
+            return self._pair_epoch()
         self.model.train()
         apply_freeze(self.model, trainable_groups_at(self.epoch, self.cfg))
         order = self._order()
