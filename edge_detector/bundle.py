@@ -314,14 +314,13 @@ def default_manifest(
 
 
 def publish(staging: PathLike, out: PathLike) -> None:
-    """Move a fully written staging folder to ``out``, replacing what was there.
+    """Move a fully written staging folder to ``out``, replacing it only if it is one of our bundles.
 
     Writers build a bundle in a sibling temporary folder and publish it only once it is
     complete and hashed, so a failed export/quantization never leaves a half bundle.
+    Anything at ``out`` that is not a bundle (a user's folder, a file) is refused with
+    OutputRefusedError (exit 2): see :mod:`edge_detector.output_dir`.
     """
-    import shutil
+    from .output_dir import publish_dir
 
-    staging, out = Path(staging), Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    publish_dir(staging, out)

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
 from .metrics import compute_eer
+
+
+class CalibrationError(DataError):
+    """A calibration or threshold target that would make the gate's decisions wrong (exit 5)."""
+
+    kind = "bad_calibration"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,31 @@ def fit_logistic_calibration(bonafide: np.ndarray, spoof: np.ndarray, l2: float 
     return Calibration(float(a), float(b))
 
 
+def check_calibration(cal: Calibration) -> Calibration:
+    """Refuse a fit with a slope that is not a positive finite number; return ``cal`` unchanged.
+
+    The manifest's score orientation is "higher is bona fide", so calibrated = a * score + b
+    must increase with the score. A negative slope means the labelled scores rank spoofs
+    above bona fide: almost always a protocol with the labels swapped (or the wrong
+    protocol for this audio). Raises CalibrationError.
+    """
+    if not (np.isfinite(cal.scale) and np.isfinite(cal.offset)):
+        raise CalibrationError(f"calibration fit is not finite (slope {cal.scale}, offset {cal.offset})")
+    if cal.scale <= 0:
+        raise CalibrationError(
+            f"calibration slope {cal.scale:.4g} is not positive: on this data the model scores spoofs higher than "
+            "bona fide. Are the protocol's labels swapped (bonafide/spoof), or is it the wrong protocol? "
+            "Nothing was written")
+    return cal
+
+
+def check_target(name: str, value: float) -> float:
+    """A rate target (FAR, FRR) must be a number in [0, 1]; raises CalibrationError otherwise."""
+    if not (isinstance(value, (int, float, np.floating)) and 0.0 <= float(value) <= 1.0):
+        raise CalibrationError(f"{name} must be a rate between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def far_threshold(spoof: np.ndarray, target_far: float) -> float:
     """Lowest threshold whose false-accept rate (spoof >= t) is at most ``target_far``."""
     s = np.sort(np.asarray(spoof, dtype=np.float64))[::-1]
@@ -79,7 +111,11 @@ def frr_threshold(bonafide: np.ndarray, target_frr: float) -> float:
 
 def choose_thresholds(bona_llr: np.ndarray, spoof_llr: np.ndarray, target_far: float = 0.01,
                       target_frr: float = 0.05) -> dict[str, Any]:
-    """Accept / reject thresholds on calibrated scores, with the rates they give on this data."""
+    """Accept / reject thresholds on calibrated scores, with the rates they give on this data.
+
+    Raises CalibrationError when a target is outside [0, 1].
+    """
+    target_far, target_frr = check_target("target_far", target_far), check_target("target_frr", target_frr)
     eer, t_eer = compute_eer(bona_llr, spoof_llr)
     accept = max(t_eer, far_threshold(spoof_llr, target_far))
     reject = min(t_eer, frr_threshold(bona_llr, target_frr))

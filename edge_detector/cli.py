@@ -14,6 +14,7 @@ from typing import Optional
 import click
 
 from . import __version__
+from .errors import ExitCode
 
 #: name -> "module:attribute" (relative to edge_detector.commands)
 COMMANDS: dict[str, str] = {
@@ -47,6 +48,19 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         module = importlib.import_module(f"edge_detector.commands.{module_name}")
         return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context):
+        """Run the subcommand; Ctrl-C (SIGINT) anywhere exits 130, never click's generic 1.
+
+        Outputs are written to temporary siblings and renamed into place only when
+        complete (:mod:`edge_detector.output_dir`), so an interrupted command leaves no
+        complete-looking result behind; its ``finally`` blocks remove the temporaries.
+        """
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("edge-detect: interrupted", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

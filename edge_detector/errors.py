@@ -106,6 +106,13 @@ class MissingExtraError(EdgeDetectorError):
     kind = "missing_extra"
 
 
+class OutputRefusedError(EdgeDetectorError):
+    """An output path this command must not write or replace (exists, not a bundle, the cwd, ...)."""
+
+    exit_code = ExitCode.USAGE
+    kind = "output_refused"
+
+
 class DataError(EdgeDetectorError):
     """A protocol or data folder is malformed (line number in the message)."""
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import os
 import random
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 from edge_detector.errors import DataError, MissingFileError
+from edge_detector.textio import read_text
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -132,7 +134,7 @@ def _read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise MissingFileError(f"{what} not found: {path}")
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)  # UTF-8, a leading BOM dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: {what} is not UTF-8 text ({exc})") from exc
 
@@ -243,7 +245,15 @@ def _files_in(folder: Path) -> set[str]:
     if not folder.is_dir():
         return set()
     with os.scandir(folder) as it:
-        return {e.name for e in it if e.is_file()}
+        return {e.name for e in it if _is_readable_entry(e)}
+
+
+def _is_readable_entry(entry: os.DirEntry) -> bool:
+    """A regular file, or a FIFO (audio streamed in by another process, read once when scored)."""
+    try:
+        return entry.is_file() or stat.S_ISFIFO(entry.stat().st_mode)
+    except OSError:  # a dangling symlink
+        return False
 
 
 def resolve_audio(entries: Iterable[ProtocolEntry], audio_dir: PathLike) -> dict[str, Path]:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from edge_detector.bundle import default_manifest, load_bundle, publish, sha256_file, write_manifest
+from edge_detector.output_dir import check_output_dir, staging_dir
 from edge_detector.detector import WindowScorer
 from edge_detector.errors import EdgeDetectorError
 from edge_detector.frontend import FrontEndSpec
@@ -212,9 +213,7 @@ def build_bundle(
     ``gru``: "onnx" (the GRU op) or "matmul" (quantizable MatMul form). A custom
     ``export_module`` must match the chosen front end's input.
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise EdgeDetectorError(f"{out}: already exists (use --overwrite)")
+    out = check_output_dir(out_dir, overwrite)
     model = model.eval()
     rule = window_rule or WindowRule()
     module = export_module if export_module is not None else export_module_for(model, frontend, gru)
@@ -223,8 +222,7 @@ def build_bundle(
         raise EdgeDetectorError(f"window of {rule.window} samples is too short for the {spec.taps}-tap front end")
     # The temporary folder sits next to the target so the final rename stays on one file system
     # (and works when the target's parent folder does not exist yet).
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent)))
+    tmp = staging_dir(out)
     try:
         onnx_path = tmp / "model.onnx"
         if spec is not None:

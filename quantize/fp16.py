@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
+from edge_detector.output_dir import check_output_dir, staging_dir
 from edge_detector.detector import WindowScorer, decide
 from edge_detector.errors import BundleError
 from edge_detector.frontend import FrontEndSpec
@@ -344,21 +345,19 @@ def convert_bundle(src: Union[str, Path], out: Union[str, Path], tolerance: floa
                    overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write the fp16 variant of the fp32 bundle ``src`` into ``out``; return (path, summary).
 
-    Raises BundleError when the source is not an fp32 bundle or ``out`` exists, and
+    Raises BundleError when the source is not an fp32 bundle, OutputRefusedError (exit 2) when
+    ``out`` exists and may not be replaced (see edge_detector.output_dir), and
     Fp16ParityError when scores differ by more than ``tolerance`` or any decision differs.
     """
     bundle = load_bundle(src)
     variant = bundle.manifest["model"]["variant"]
     if variant != "fp32":
         raise BundleError(f"{bundle.path}: convert-fp16 needs an fp32 bundle, this one is {variant!r}")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out}: already exists (use --overwrite)")
+    out = check_output_dir(out, overwrite, inputs=[bundle.path])
     level = bundle.manifest["onnx"]["graph_optimization_level"]
     model = onnx.load(str(bundle.model_path))
     converted, report = convert_for_cpu_fallback(model, keep_fp32_ops, auto_keep_fp32, level)
-    parent = out.parent if out.parent.exists() else Path.cwd()
-    tmp = Path(tempfile.mkdtemp(prefix=".fp16-", dir=str(parent)))
+    tmp = staging_dir(out, prefix=".fp16-")
     try:
         model_file = bundle.manifest["onnx"]["file"]
         onnx.save(converted, str(tmp / model_file))

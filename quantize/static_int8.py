@@ -47,6 +47,7 @@ import numpy as np
 
 from edge_detector.audio import load_audio
 from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
+from edge_detector.output_dir import check_output_dir, staging_dir
 from edge_detector.detector import Detector, WindowScorer, decide
 from edge_detector.errors import AudioError, EdgeDetectorError
 from edge_detector.metrics import compute_eer
@@ -326,9 +327,7 @@ def quantize_bundle(
     import onnxruntime as ort
     from onnxruntime.quantization import quant_pre_process
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise QuantizationError(f"{out}: already exists (use --overwrite)")
+    out = check_output_dir(out_dir, overwrite, inputs=[bundle_path])
     if calibrate_method not in CALIBRATION_METHODS:
         raise QuantizationError(f"unknown calibration method {calibrate_method!r}; use one of {CALIBRATION_METHODS}")
     src = load_bundle(bundle_path)
@@ -366,8 +365,7 @@ def quantize_bundle(
     eer_fp32 = eer_of(ref_scores, evalset.labels)
     ref_decisions = decisions(src, ref_scores)
 
-    tmp_root = out.parent if out.parent.exists() else Path.cwd()
-    work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=str(tmp_root)))
+    work = staging_dir(out, prefix=".quantize-")
     try:
         pre = work / "pre.onnx"
         quant_pre_process(str(src.model_path), str(pre))
@@ -522,7 +520,7 @@ def quantize_bundle(
         manifest["quantization"] = recipe
         manifest["files"] = {manifest["onnx"]["file"]: {}}
 
-        stage = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(tmp_root)))
+        stage = staging_dir(out)
         try:
             shutil.copyfile(final_path, stage / manifest["onnx"]["file"])
             from export.onnx_meta import add_onnx_metadata

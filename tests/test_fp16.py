@@ -87,7 +87,7 @@ def test_cli_convert_fp16(tiny_bundle, tmp_path):
     summary = json.loads(res.stdout)
     assert summary["variant"] == "fp16" and load_bundle(out).manifest["model"]["variant"] == "fp16"
     again = CliRunner().invoke(main, ["convert-fp16", str(tiny_bundle), "-o", str(out)])
-    assert again.exit_code == ExitCode.BAD_BUNDLE and "already exists" in again.stderr
+    assert again.exit_code == ExitCode.USAGE and "already exists" in again.stderr
     not_fp32 = CliRunner().invoke(main, ["convert-fp16", str(out), "-o", str(tmp_path / "x")])
     assert not_fp32.exit_code == ExitCode.BAD_BUNDLE and "needs an fp32 bundle" in not_fp32.stderr
 

@@ -57,6 +57,7 @@ def gate_command(file: str, bundle_path: Optional[str], profile: Optional[str], 
         log(f"edge-detect gate: {exc}")
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
+        log("edge-detect gate: interrupted")
         record.update({"decision": "error", "error": "interrupted"})
     except (Exception, SystemExit) as exc:  # fail closed on anything unforeseen, even a stray sys.exit(0)
         code = ExitCode.INTERNAL_ERROR
