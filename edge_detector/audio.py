@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -88,22 +88,32 @@ def prepare_array(
 
 
 def load_audio(
-    path: PathLike,
+    path: Union[PathLike, BinaryIO],
     target_rate: int = MODEL_SAMPLE_RATE,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    name: Optional[str] = None,
 ) -> DecodedAudio:
     """Decode ``path`` to float32 mono at ``target_rate``.
+
+    ``path`` may also be a seekable binary file object (an upload held in memory, as
+    `edge-detect serve` passes it): the same checks and decoding apply, nothing is
+    written to disk, and messages name it ``name``.
 
     Raises a subclass of :class:`~edge_detector.errors.AudioError` (or
     :class:`MissingFileError`) with a one-line message naming the file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise MissingFileError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioDecodeError(f"{p}: is a directory, not an audio file")
+    src: Union[str, BinaryIO]
+    if hasattr(path, "read"):
+        src, p = path, name or "upload"  # type: ignore[assignment]
+    else:
+        fp = Path(path)  # type: ignore[arg-type]
+        src, p = str(fp), name or str(fp)
+        if not fp.exists():
+            raise MissingFileError(f"{p}: no such file")
+        if fp.is_dir():
+            raise AudioDecodeError(f"{p}: is a directory, not an audio file")
     try:
-        info = sf.info(str(p))
+        info = sf.info(_rewound(src))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
     if info.samplerate <= 0 or info.channels <= 0:
@@ -113,7 +123,7 @@ def load_audio(
             f"{p}: {info.frames / info.samplerate:.1f} s is longer than the {max_seconds:.0f} s limit"
         )
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        data, rate = sf.read(_rewound(src), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
     if data.shape[0] == 0:
@@ -146,6 +156,17 @@ def check_scorable(samples: np.ndarray, sample_rate: int, min_seconds: float, na
         raise SilentAudioError(f"{name}: audio is silent (peak below {SILENCE_PEAK:g})")
 
 
+def _rewound(src: Union[str, BinaryIO]) -> Union[str, BinaryIO]:
+    """A path as is; a file object seeked back to its start (soundfile reads from where it stands)."""
+    if not isinstance(src, str):
+        src.seek(0)
+    return src
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    # libsndfile's "Error opening <file>: reason": the caller already names the file.
+    if line.startswith("Error opening ") and ": " in line:
+        line = line.rsplit(": ", 1)[1]
+    return line

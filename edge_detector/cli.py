@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "make-demo": "make_demo:make_demo_command",
     "listen": "listen:listen_command",
     "devices": "devices:devices_command",
+    "serve": "serve:serve_command",
 }
 
 

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 import numpy as np
 
@@ -228,11 +228,19 @@ class Detector:
         x = prepare_array(samples, sample_rate, self.bundle.sample_rate)
         return self.score_samples(x, source=source, windows=windows, started=t0)
 
-    def score_file(self, path: Union[str, os.PathLike], windows: Optional[str] = None) -> DetectionResult:
-        """Decode a file with the shared preprocessing and decide on it."""
+    def score_file(self, path: Union[str, os.PathLike, BinaryIO], windows: Optional[str] = None,
+                   source: Optional[str] = None, max_seconds: Optional[float] = None) -> DetectionResult:
+        """Decode a file with the shared preprocessing and decide on it.
+
+        ``path`` may be a seekable binary file object (an upload held in memory), named
+        ``source`` in the record and messages. ``max_seconds`` may only lower the
+        bundle's own duration limit. Raises AudioError / MissingFileError subclasses.
+        """
         t0 = time.perf_counter()
-        decoded = load_audio(path, self.bundle.sample_rate, max_seconds=self.bundle.max_seconds)
-        result = self.score_samples(decoded.samples, source=str(path), windows=windows, started=t0)
+        name = source if source is not None else str(path)
+        limit = self.bundle.max_seconds if max_seconds is None else min(max_seconds, self.bundle.max_seconds)
+        decoded = load_audio(path, self.bundle.sample_rate, max_seconds=limit, name=name)
+        result = self.score_samples(decoded.samples, source=name, windows=windows, started=t0)
         result.extra["source_rate"] = decoded.source_rate
         result.extra["source_channels"] = decoded.source_channels
         return result

@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[train,dev,bench]"
+python -m pip install -q -e ".[train,dev,bench,serve]"
 # PyAudio has no Linux wheels: it compiles against PortAudio (and needs a C compiler and the
 # Python headers). Installed on its own so that a failed build costs only the microphone tests
 # (they skip with the reason), not the whole environment.

@@ -8,9 +8,8 @@ from typing import Optional
 import click
 
 from ..errors import EdgeDetectorError, ExitCode, MissingFileError
+from ..records import gate_code, gate_error_record, gate_record
 from ._common import build_detector, emit, exit_with, log, runtime_options
-
-DECISION_CODES = {"accept": ExitCode.ACCEPT, "reject": ExitCode.REJECT, "uncertain": ExitCode.UNCERTAIN}
 
 GATE_HELP = """Decide whether the voice in FILE is a live human (bona fide).
 
@@ -47,21 +46,21 @@ def gate_command(file: str, bundle_path: Optional[str], profile: Optional[str], 
             raise MissingFileError(f"{path}: no such file")
         detector = build_detector(bundle_path, profile, threads)
         result = detector.score_file(path, windows=windows)
-        record = result.to_record()
-        code = DECISION_CODES.get(result.decision, ExitCode.INTERNAL_ERROR)
+        record = gate_record(result)
+        code = gate_code(result.decision)
         log(f"{file}: {result.decision} (calibrated {result.calibrated:.3f}, "
             f"accept >= {result.thresholds['accept']:.3f}, reject < {result.thresholds['reject']:.3f})")
     except EdgeDetectorError as exc:
         code = exc.exit_code
-        record.update({"decision": "error", "error": exc.kind, "message": str(exc)})
+        record = gate_error_record(file, exc.kind, str(exc), code)
         log(f"edge-detect gate: {exc}")
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
         log("edge-detect gate: interrupted")
-        record.update({"decision": "error", "error": "interrupted"})
+        record = gate_error_record(file, "interrupted", "interrupted", code)
     except (Exception, SystemExit) as exc:  # fail closed on anything unforeseen, even a stray sys.exit(0)
         code = ExitCode.INTERNAL_ERROR
-        record.update({"decision": "error", "error": "internal_error", "message": repr(exc)})
+        record = gate_error_record(file, "internal_error", repr(exc), code)
         log("edge-detect gate: internal error\n" + traceback.format_exc())
     record["exit_code"] = int(code)
     if as_json:

@@ -21,10 +21,9 @@ from ..errors import (
     NoSpeechError,
     ProfileError,
 )
+from ..records import DECISION_CODES
 from ..stream import RULE_TEXT, GatePolicy, StreamDecision, StreamGate
 from ._common import build_detector, emit, exit_with, log, runtime_options
-
-DECISION_CODES = {"accept": ExitCode.ACCEPT, "reject": ExitCode.REJECT, "uncertain": ExitCode.UNCERTAIN}
 #: --seconds for --once when not given: a gate must not wait forever.
 DEFAULT_ONCE_SECONDS = 20.0
 

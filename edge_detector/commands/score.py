@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 import click
 
 from ..errors import EdgeDetectorError, ExitCode, MissingFileError
+from ..records import error_record
 from ._common import build_detector, emit, exit_with, fail, log, runtime_options
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
@@ -31,10 +32,6 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
                 log(f"{p}: skipped {skipped} file(s) without an audio extension")
         else:
             yield p
-
-
-def error_record(path: Path, exc: EdgeDetectorError) -> dict:
-    return {"file": str(path), "error": exc.kind, "message": str(exc), "exit_code": int(exc.exit_code)}
 
 
 @click.command("score")
