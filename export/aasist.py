@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -157,9 +157,10 @@ class ResBlock2d(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, kernel_size=(2, 3), padding=(0, 1))
         if cin != cout:
             self.conv_downsample = nn.Conv2d(cin, cout, kernel_size=(1, 3), padding=(0, 1))
+        self.selu: Callable[[torch.Tensor], torch.Tensor] = F.selu  # see AASIST.use_selu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(F.selu(self.bn2(self.conv1(x))))
+        y = self.conv2(self.selu(self.bn2(self.conv1(x))))
         skip = self.conv_downsample(x) if hasattr(self, "conv_downsample") else x
         return F.max_pool2d(y + skip, (1, 3))
 
@@ -290,6 +291,16 @@ class AASIST(nn.Module):
         self.pool_hS2 = GraphPool(pr[2], g2)
         self.pool_hT2 = GraphPool(pr[2], g2)
         self.out_layer = nn.Linear(5 * g2, 2)
+        self.selu: Callable[[torch.Tensor], torch.Tensor] = F.selu
+
+    def use_selu(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "AASIST":
+        """Compute the SELUs of the front and the encoder (the large maps) with ``fn``, which must
+        be the same function written differently (an export writes it as ops onnxruntime
+        vectorises); returns self."""
+        self.selu = fn
+        for block in self.encoder:
+            block[0].selu = fn
+        return self
 
     # --- stages (separate so that an edge export can start after the front end) ---
     def front(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -298,7 +309,7 @@ class AASIST(nn.Module):
 
     def encode(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled sinc map → encoder output ``[B, C, freq_nodes, time]``."""
-        return self.encoder(F.selu(self.first_bn(pooled)))
+        return self.encoder(self.selu(self.first_bn(pooled)))
 
     def _branch(self, t: torch.Tensor, s: torch.Tensor, master: torch.Tensor, i: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -348,6 +359,17 @@ def _shape_config(state: Mapping[str, torch.Tensor]) -> Optional[AASISTConfig]:
 def is_aasist_state(state: Mapping[str, Any]) -> bool:
     """Whether a state dict has AASIST's parameter names (the heterogeneous graph layers)."""
     return any(str(k).startswith("HtrgGAT_layer_ST11.") for k in state)
+
+
+def is_aasist_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` holds AASIST weights (a bare official state dict or ours); False for any other
+    checkpoint, and False for an unreadable file (the caller's loader then reports it)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is "not AASIST"; the RawNet2 loader says why
+        return False
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    return isinstance(state, dict) and is_aasist_state(state)
 
 
 def load_aasist(path: str | Path, map_location: str = "cpu") -> tuple[AASIST, dict[str, Any]]:
