@@ -28,3 +28,5 @@ DATA="$DATA" PYTHON="$PY" bash benchmarks/export_edge_variant.sh "$WORK/ship/bes
 rm -rf "$DEST" && mkdir -p "$(dirname "$DEST")" && cp -r "$WORK/ship-fp32" "$DEST"
 rm -rf "$DEST-int8" && cp -r "$WORK/ship-int8" "$DEST-int8"   # for profiles that ask for variant int8
 "${ED[@]}" info "$DEST"
+# scores on seeded signals, checked by tests/test_shipped_bundles.py (re-run this after any replacement)
+"$PY" -m edge_detector.selfcheck write "$DEST" "$DEST-int8"

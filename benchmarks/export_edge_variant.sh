@@ -19,6 +19,7 @@ ED=("$PY" -m edge_detector.cli)
 set -x
 "${ED[@]}" export "$CKPT" -o "$OUT-fp32" --frontend numpy-fft --gru onnx --parity-audio "$DATA" --parity-count 8 --overwrite
 "${ED[@]}" calibrate "$OUT-fp32" --protocol "$VAL" --audio-dir "$DATA"
+"$PY" -m edge_detector.selfcheck write "$OUT-fp32"  # selfcheck.json: scores on seeded signals
 [ "${1:-}" = --fp32-only ] && exit 0
 "${ED[@]}" export "$CKPT" -o "$OUT-fp32-matmul" --frontend numpy-fft --gru matmul --parity-audio "$DATA" --parity-count 8 \
     --overwrite
@@ -27,3 +28,4 @@ set -x
 "${ED[@]}" quantize "$OUT-fp32-matmul" -o "$OUT-int8" --protocol "$CALIB" --audio-dir "$DATA" \
     --calib-count 64 --eval-count 64 --overwrite "$@"
 "${ED[@]}" calibrate "$OUT-int8" --protocol "$VAL" --audio-dir "$DATA"
+"$PY" -m edge_detector.selfcheck write "$OUT-int8"

@@ -25,6 +25,7 @@ from .errors import (
     TooLongAudioError,
     TooShortAudioError,
 )
+from .audio_source import open_source
 from .resample import resample
 
 MODEL_SAMPLE_RATE = 16000
@@ -33,6 +34,8 @@ MODEL_SAMPLE_RATE = 16000
 DEFAULT_MAX_SECONDS = 600.0
 #: Peak below which a signal is treated as digital silence (about -100 dBFS).
 SILENCE_PEAK = 1e-5
+#: A channel mix that peaks this far below its loudest channel (-60 dB) has cancelled out.
+CANCEL_RATIO = 1e-3
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,16 +105,12 @@ def load_audio(
     Raises a subclass of :class:`~edge_detector.errors.AudioError` (or
     :class:`MissingFileError`) with a one-line message naming the file.
     """
-    src: Union[str, BinaryIO]
+    src: Union[bytes, BinaryIO]
     if hasattr(path, "read"):
         src, p = path, name or "upload"  # type: ignore[assignment]
     else:
-        fp = Path(path)  # type: ignore[arg-type]
-        src, p = str(fp), name or str(fp)
-        if not fp.exists():
-            raise MissingFileError(f"{p}: no such file")
-        if fp.is_dir():
-            raise AudioDecodeError(f"{p}: is a directory, not an audio file")
+        # By the OS's bytes (any file name); a pipe or FIFO is read once into memory.
+        src, p = open_source(path, name)  # type: ignore[arg-type]
     try:
         info = sf.info(_rewound(src))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
@@ -134,6 +133,7 @@ def load_audio(
         mono = to_mono_float(data)
     except NonFiniteAudioError:
         raise NonFiniteAudioError(f"{p}: audio contains NaN or infinite samples") from None
+    check_channel_cancellation(data, mono, p)
     # Resampling can overshoot full scale (Gibbs); the model input stays in [-1, 1].
     samples = np.clip(resample(mono, int(rate), target_rate), -1.0, 1.0)
     return DecodedAudio(
@@ -151,14 +151,50 @@ def check_scorable(samples: np.ndarray, sample_rate: int, min_seconds: float, na
     if len(samples) == 0:
         raise EmptyAudioError(f"{name}: audio has no samples")
     if seconds < min_seconds:
-        raise TooShortAudioError(f"{name}: {seconds:.2f} s is shorter than the {min_seconds:.2f} s minimum")
+        shown, limit = distinct_figures(seconds, min_seconds)
+        raise TooShortAudioError(f"{name}: {shown} s ({len(samples)} samples at {sample_rate} Hz) is shorter than "
+                                 f"the {limit} s minimum")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise SilentAudioError(f"{name}: audio is silent (peak below {SILENCE_PEAK:g})")
 
 
-def _rewound(src: Union[str, BinaryIO]) -> Union[str, BinaryIO]:
+def distinct_figures(value: float, limit: float, max_decimals: int = 9) -> tuple[str, str]:
+    """``value`` and ``limit`` printed with the fewest decimals (at least 2) that tell them apart.
+
+    So a message never reads "0.50 s is shorter than the 0.50 s minimum" for 0.4999 s.
+    """
+    for d in range(2, max_decimals + 1):
+        a, b = f"{value:.{d}f}", f"{limit:.{d}f}"
+        if a != b:
+            return a, b
+    return repr(float(value)), repr(float(limit))
+
+
+def check_channel_cancellation(data: np.ndarray, mono: np.ndarray, name: str) -> None:
+    """Raise SilentAudioError saying why when channels with signal mix to (near) zero.
+
+    A stereo pair in which one channel is the other with its polarity inverted (a wiring
+    or editing mistake) averages to silence: the mono mix the model sees is empty even
+    though each channel is not. Said explicitly, because "audio is silent" for a file
+    that plays loudly would be a puzzle. ``data`` is ``[frames, channels]`` (or per-channel
+    peaks as one row). Cancelled means: the mix peaks more than 60 dB below the loudest
+    channel (:data:`CANCEL_RATIO`; 16-bit rounding of an inverted copy leaves about one
+    LSB) and is itself close to silence.
+    """
+    if data.ndim != 2 or data.shape[1] < 2 or mono.size == 0:
+        return
+    mixed = float(np.max(np.abs(mono)))
+    loudest = float(np.max(np.abs(data)))
+    if loudest >= SILENCE_PEAK and mixed < max(SILENCE_PEAK, CANCEL_RATIO * loudest):
+        raise SilentAudioError(
+            f"{name}: the {data.shape[1]} channels cancel when mixed to mono (peak {loudest:.3g} per channel, "
+            f"{mixed:.3g} after mixing): one channel is probably the other with its polarity inverted; "
+            "fix the recording or keep one channel")
+
+
+def _rewound(src: Union[str, bytes, BinaryIO]) -> Union[str, bytes, BinaryIO]:
     """A path as is; a file object seeked back to its start (soundfile reads from where it stands)."""
-    if not isinstance(src, str):
+    if not isinstance(src, (str, bytes)):
         src.seek(0)
     return src
 

@@ -20,6 +20,7 @@ from .digest import sha256
 from .errors import BundleError
 from .families import check_frontend, family_of, parse_frontend
 from .frontend import FrontEndSpec
+from .textio import read_text
 from .windows import COMBINE_RULES, WINDOW_MODES, WindowRule
 
 FORMAT_NAME = "edge-detector-bundle"
@@ -112,6 +113,7 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
         family.check(manifest, where)
     if manifest["thresholds"]["reject"] > manifest["thresholds"]["accept"]:
         raise BundleError(f"{where}: thresholds.reject must not exceed thresholds.accept")
+    _validate_ranges(manifest, where)
     # Optional ``frontend``: absent/None = the model takes the waveform; else a registered numpy front
     # end the family accepts. An unknown type is refused rather than ignored: feeding raw audio to a
     # model that expects features (or the reverse) would give confident nonsense.
@@ -124,6 +126,52 @@ def validate_manifest(manifest: Any, where: str = "manifest") -> None:
             raise BundleError(f"{where}: files.{name} needs 'sha256' (string) and 'bytes' (integer)")
         if "/" in name or "\\" in name or name.startswith("."):
             raise BundleError(f"{where}: file name {name!r} must be a plain name inside the bundle")
+
+
+#: Range rules checked at every load: dotted field -> (test, what the value must be). Fields a
+#: family may not have (``onnx.*``, ``parity.*``) are checked when present.
+RANGES: dict[str, tuple[Any, str]] = {
+    "model.parameters": (lambda v: v >= 0, "zero or more"),
+    "audio.sample_rate": (lambda v: v > 0, "a positive number of Hz"),
+    "audio.min_seconds": (lambda v: v >= 0, "zero or more seconds"),
+    "audio.max_seconds": (lambda v: v > 0, "more than zero seconds"),
+    "windows.window": (lambda v: v > 0, "a positive number of samples"),
+    "windows.hop": (lambda v: v > 0, "a positive number of samples"),
+    # The manifest's orientation is "higher is bona fide": calibration must preserve it.
+    "calibration.scale": (lambda v: v > 0, "positive (zero or a negative slope erases or inverts the score; "
+                                           "re-run `edge-detect calibrate` with correctly labelled audio)"),
+    "onnx.opset": (lambda v: v >= 1, "a positive integer"),
+    "parity.tolerance": (lambda v: v >= 0, "zero or more"),
+}
+
+
+def _validate_ranges(manifest: dict[str, Any], where: str) -> None:
+    """Values and relations that types alone do not guarantee; BundleError names the field."""
+    for key, (ok, what) in RANGES.items():
+        try:
+            value = _get(manifest, key)
+        except KeyError:
+            continue  # required fields were checked before; the others are optional
+        if isinstance(value, _NUM) and not isinstance(value, bool) and not ok(value):
+            raise BundleError(f"{where}: field '{key}' must be {what}, got {value!r}")
+    audio, windows = manifest["audio"], manifest["windows"]
+    if audio["max_seconds"] < audio["min_seconds"]:
+        raise BundleError(f"{where}: field 'audio.max_seconds' ({audio['max_seconds']}) must not be below "
+                          f"'audio.min_seconds' ({audio['min_seconds']})")
+    if windows["hop"] > windows["window"]:
+        raise BundleError(f"{where}: field 'windows.hop' ({windows['hop']}) must not exceed 'windows.window' "
+                          f"({windows['window']}), or the windows would skip audio")
+    for key in ("target_far", "target_frr"):
+        value = manifest["thresholds"].get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUM)
+                                  or not 0.0 <= float(value) <= 1.0):
+            raise BundleError(f"{where}: field 'thresholds.{key}' must be a rate between 0 and 1, got {value!r}")
+    onnx = manifest.get("onnx")
+    shape = onnx.get("input_shape") if isinstance(onnx, dict) else None
+    if shape is not None and (not isinstance(shape, list) or not shape or not all(
+            isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape)):
+        raise BundleError(f"{where}: field 'onnx.input_shape' must be a list of positive sizes or axis names, "
+                          f"got {shape!r}")
 
 
 def _check_fields(manifest: dict[str, Any], schema: Any, where: str) -> None:
@@ -219,7 +267,7 @@ def load_bundle(path: PathLike, verify: bool = True) -> Bundle:
     if not mpath.is_file():
         raise BundleError(f"{p}: no {MANIFEST_NAME} in the bundle")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = json.loads(read_text(mpath))  # UTF-8, a leading BOM dropped
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{mpath}: manifest is not valid JSON ({exc})") from None
     validate_manifest(manifest, where=str(mpath))

@@ -82,6 +82,7 @@ class WindowScorer:
         self.output_name = output_name
         self.frontend = SincFFTFrontEnd(frontend) if frontend is not None else None
         self.max_batch = max(1, int(max_batch))
+        self.where = where
         inputs = {i.name: i for i in session.get_inputs()}
         names_out = [o.name for o in session.get_outputs()]
         if input_name not in inputs or output_name not in names_out:
@@ -111,8 +112,13 @@ class WindowScorer:
         return list(self.session.get_providers())
 
     def run_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """One score per row of ``inputs``; BundleError if the graph returns any other number of values."""
         (scores,) = self.session.run([self.output_name], {self.input_name: inputs})
-        return np.asarray(scores, dtype=np.float32).reshape(-1)
+        flat = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if flat.size != len(inputs):
+            raise BundleError(f"{self.where}: model output {self.output_name!r} has shape {list(np.shape(scores))} "
+                              f"for {len(inputs)} window(s); the runtime needs one score per window")
+        return flat
 
     def score_signal(self, samples: np.ndarray, rule: WindowRule) -> tuple[np.ndarray, list[int]]:
         """Raw scores of the windows ``rule`` takes from the 1-D float32 ``samples``, and their starts.

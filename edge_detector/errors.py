@@ -47,6 +47,12 @@ class AudioDecodeError(AudioError):
     kind = "unreadable_audio"
 
 
+class FileReadError(AudioError):
+    """The file exists but cannot be read (permission denied, I/O error): not a decoding problem."""
+
+    kind = "unreadable_file"
+
+
 class EmptyAudioError(AudioError):
     kind = "empty_audio"
 

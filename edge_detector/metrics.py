@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from edge_detector.errors import DataError, MissingFileError
+from edge_detector.textio import read_text
 
 __all__ = [
     "ASVSPOOF2019_COSTS",
@@ -245,7 +246,7 @@ def load_asv_scores(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         raise MissingFileError(f"ASV score file not found: {path}")
     buckets: dict[str, list[float]] = {key: [] for key in _ASV_KEYS}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8, a leading BOM dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
     for lineno, raw in enumerate(text.splitlines(), start=1):

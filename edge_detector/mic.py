@@ -55,6 +55,8 @@ __all__ = [
 
 #: Rates `edge-detect devices` probes with ``is_format_supported``.
 PROBE_RATES: tuple[int, ...] = (8000, 16000, 22050, 44100, 48000)
+#: Channel counts probed beyond these: the device's maximum (capture mixes any count to mono).
+PROBE_CHANNELS: tuple[int, ...] = (1, 2, 4, 6, 8)
 #: Seconds a freshly opened stream may take to deliver its first buffer.
 FIRST_AUDIO_TIMEOUT = 5.0
 #: Set to 1 to see PortAudio/ALSA/JACK start-up chatter (hidden by default).
@@ -117,15 +119,21 @@ class InputDevice:
     max_input_channels: int
     default_rate: int
     is_default: bool = False
-    rates: tuple[int, ...] = ()  # rates accepted (mono int16), when probed
+    rates: tuple[int, ...] = ()  # rates accepted (int16, at any channel count), when probed
+    #: (rate, channel counts accepted at that rate), when probed; capture mixes any count to mono
+    formats: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rates"] = list(self.rates)
+        d["formats"] = [{"rate": r, "channels": list(ch)} for r, ch in self.formats]
         return d
 
     def describe(self) -> str:
-        rates = ",".join(str(r) for r in self.rates) if self.rates else "-"
+        if self.formats:
+            rates = ", ".join(f"{r} ({'/'.join(str(c) for c in ch)} ch)" for r, ch in self.formats)
+        else:
+            rates = ",".join(str(r) for r in self.rates) if self.rates else "-"
         star = " (default)" if self.is_default else ""
         return (f"{self.index:>3}  {self.name}{star}  [{self.host_api}, {self.max_input_channels} ch, "
                 f"default {self.default_rate} Hz, accepts {rates}]")
@@ -234,14 +242,31 @@ class PortAudio:
             except Exception:
                 api = "?"
             idx = int(info.get("index", i))
-            rates: tuple[int, ...] = ()
+            max_ch = int(info["maxInputChannels"])
+            formats: tuple[tuple[int, tuple[int, ...]], ...] = ()
             if probe_rates:
-                rates = tuple(r for r in PROBE_RATES if self.supports(idx, r, 1))
+                formats = self.probe_formats(idx, max_ch)
+            rates = tuple(r for r, _ in formats)
             out.append(InputDevice(index=idx, name=str(info["name"]), host_api=api,
                                    max_input_channels=int(info["maxInputChannels"]),
                                    default_rate=int(round(float(info.get("defaultSampleRate", 0) or 0))),
-                                   is_default=idx == default_index, rates=rates))
+                                   is_default=idx == default_index, rates=rates, formats=formats))
         return out
+
+    def probe_formats(self, index: int, max_channels: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """Every probed rate the device accepts, with the channel counts it accepts at that rate.
+
+        Channel counts tried: :data:`PROBE_CHANNELS` up to ``max_channels``, and
+        ``max_channels`` itself (a 48 kHz stereo-only microphone is usable: capture mixes to
+        mono and resamples). Rates with no accepted count are left out.
+        """
+        counts = sorted({c for c in PROBE_CHANNELS if c <= max_channels} | {max_channels})
+        out = []
+        for rate in PROBE_RATES:
+            ok = tuple(c for c in counts if c >= 1 and self.supports(index, rate, c))
+            if ok:
+                out.append((rate, ok))
+        return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 import sys
 import time
 from dataclasses import dataclass, field
@@ -715,6 +716,9 @@ def run_schedule(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Fine-tuning scratch: OUT/work when it is kept, else a new hidden folder that is removed at
+    # the end (never a fixed name: OUT may be an existing folder with a "work" of the user's in it).
+    work_root = out / "work" if keep_work else Path(tempfile.mkdtemp(prefix=".prune-work-", dir=str(out)))
     ft = finetune or TrainConfig(epochs=1)
     schedule = make_schedule(Sizes.of(model.config), target, steps)
     records: list[dict[str, Any]] = []
@@ -738,7 +742,7 @@ def run_schedule(
         rec: dict[str, Any] = {"step": k, "sizes": sizes.to_dict(), "config": pruned.config.to_dict(), **info,
                                **size_report(pruned), "val_eer_pruned": scores_eer(val_scores, val)}
         if ft.epochs > 0:
-            work = out / "work" / f"step_{k}"
+            work = work_root / f"step_{k}"
             cfg_k = TrainConfig(**{**ft.__dict__, "seed": ft.seed + k})
             trainer = Trainer(pruned, train, val, work, cfg_k, augment_fn=augment_fn, log=log, teacher=teacher)
             # Fine-tuning must earn its place: the pruned-but-untuned weights are the
@@ -770,5 +774,5 @@ def run_schedule(
                                                          "criterion": criterion, "val_eer": records[-1]["val_eer"],
                                                          "heldout_eer": records[-1]["heldout_eer"]})
     if not keep_work:
-        shutil.rmtree(out / "work", ignore_errors=True)
+        shutil.rmtree(work_root, ignore_errors=True)
     return records

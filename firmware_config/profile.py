@@ -31,6 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from edge_detector.errors import ProfileError
+from edge_detector.textio import read_text
 
 if TYPE_CHECKING:  # only for type hints: importing session pulls in onnxruntime
     from edge_detector.session import SessionSettings
@@ -201,7 +202,7 @@ def _bundle_variant(path: Path) -> Optional[str]:
     import json
 
     try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(read_text(path / "manifest.json"))
         variant = manifest["model"]["variant"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -455,7 +456,7 @@ def load_profile(name_or_path: Union[str, os.PathLike]) -> Profile:
     """Read and validate a profile (shipped name or TOML path). Raises ProfileError."""
     path = profile_path(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8, a leading BOM dropped
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read profile ({exc})") from None
     try:

@@ -22,6 +22,7 @@ from ..detector import ACCEPT, REJECT, UNCERTAIN, decide
 from ..errors import DataError, MissingFileError
 from ..metrics import compute_eer, compute_min_tdcf, threshold_rates
 from ..protocol import ProtocolEntry
+from ..textio import read_text
 from .stats import pearson, spearman
 
 __all__ = [
@@ -94,7 +95,7 @@ def read_score_file(path: Union[str, os.PathLike]) -> dict[str, float]:
     if not p.is_file():
         raise MissingFileError(f"score file not found: {p}")
     scores: dict[str, float] = {}
-    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(p).splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -1,4 +1,4 @@
-"""`edge-detect devices`: the input devices PortAudio sees and the rates they accept."""
+"""`edge-detect devices`: the input devices PortAudio sees and the rates and channel counts they accept."""
 from __future__ import annotations
 
 import traceback
@@ -13,7 +13,9 @@ from ._common import emit, exit_with, log
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per device on stdout instead of a table.")
 def devices_command(as_json: bool) -> None:
     """List audio input devices (index, name, host API, channels, default rate) and which of
-    8000/16000/22050/44100/48000 Hz each accepts for 16-bit mono input.
+    8000/16000/22050/44100/48000 Hz each accepts for 16-bit input, with the channel counts
+    (1, 2, 4, 6, 8 and the device's maximum) accepted at each rate. Any of them works for
+    `listen`: capture mixes channels to mono and resamples to the model's rate.
 
     `listen` captures at 16000 Hz when the device accepts it, else at its default rate
     (resampled in numpy). Pass an index or a (part of a) name to `listen --device`.
@@ -35,7 +37,7 @@ def devices_command(as_json: bool) -> None:
             emit(d.to_dict())
     else:
         if devices:
-            click.echo(f"{'idx':>3}  name  [host API, input channels, default rate, accepted rates]")
+            click.echo(f"{'idx':>3}  name  [host API, input channels, default rate, accepted rates (channels)]")
         for d in devices:
             click.echo(d.describe())
     if not devices:

@@ -28,6 +28,7 @@ def info_command(bundle: Optional[str], as_json: bool) -> None:
     verified, problem = True, None
     try:
         verify_files(b)
+        _check_loads(b)
     except BundleError as exc:
         verified, problem = False, str(exc)
     m = b.manifest
@@ -62,3 +63,10 @@ def _parity_line(parity: Optional[dict]) -> str:
         return f"parity      {json.dumps(parity)}"
     worst = max(v for v in (parity.get("max_abs_diff_random"), parity.get("max_abs_diff_audio"), 0.0) if v is not None)
     return f"parity      max |Δscore| {worst:.3g} (tolerance {parity['tolerance']:g})"
+
+
+def _check_loads(bundle) -> None:
+    """The model loads and its inputs/outputs fit the manifest (what the Detector checks). Raises BundleError."""
+    from ..session import SessionSettings
+
+    bundle.family.make_scorer(bundle, SessionSettings(intra_op_threads=1), 1)

@@ -7,7 +7,8 @@ from typing import Iterator, Optional
 
 import click
 
-from ..errors import EdgeDetectorError, ExitCode, MissingFileError
+from ..audio_source import STDIN_NAME, cli_input, display_name, with_name_fields
+from ..errors import EdgeDetectorError, ExitCode
 from ..records import error_record
 from ._common import build_detector, emit, exit_with, fail, log, runtime_options
 
@@ -18,7 +19,9 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
     """Files as given; folders walked (sorted) for audio files. Missing paths are yielded too."""
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        if raw == STDIN_NAME:  # standard input; Path("-") would be a file named "-"
+            yield p
+        elif p.is_dir():
             skipped = 0
             for root, dirs, files in os.walk(p):
                 dirs.sort()
@@ -29,7 +32,7 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
                     else:
                         skipped += 1
             if skipped:
-                log(f"{p}: skipped {skipped} file(s) without an audio extension")
+                log(f"{display_name(p)}: skipped {skipped} file(s) without an audio extension")
         else:
             yield p
 
@@ -44,7 +47,7 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
                    "bundle's rule. Default: what the bundle says.")
 def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: Optional[str],
                   threads: Optional[int], fmt: str, windows: Optional[str]) -> None:
-    """Score audio FILES (folders are walked). One line per file on stdout.
+    """Score audio FILES (folders are walked; `-` reads standard input once). One line per file on stdout.
 
     A file that cannot be scored gives an error record ({"file", "error", "message",
     "exit_code"}) and the others are still scored; the exit status is then that of the
@@ -56,27 +59,29 @@ def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: O
         fail(exc)
     first_error: Optional[int] = None
     n_ok = n_bad = 0
+    if paths.count(STDIN_NAME) > 1:
+        raise click.UsageError("'-' (standard input) may be given once")
     for path in iter_inputs(paths):
         try:
-            if not path.exists():
-                raise MissingFileError(f"{path}: no such file")
-            result = detector.score_file(path, windows=windows)
+            src, source = cli_input(path)
+            result = detector.score_file(src, windows=windows, source=source)
         except EdgeDetectorError as exc:
             n_bad += 1
             first_error = first_error or int(exc.exit_code)
             if fmt == "jsonl":
-                emit(error_record(path, exc))
+                emit(with_name_fields(error_record(path, exc), path))
             log(f"edge-detect: {exc}")
             continue
         except MemoryError:
             n_bad += 1
             first_error = first_error or int(ExitCode.BAD_AUDIO)
-            emit({"file": str(path), "error": "out_of_memory", "message": f"{path}: out of memory", "exit_code": 5})
+            emit(with_name_fields({"file": "", "error": "out_of_memory", "message": f"{display_name(path)}: out of memory",
+                                   "exit_code": 5}, path))
             continue
         n_ok += 1
         if fmt == "jsonl":
-            emit(result.to_record())
+            emit(with_name_fields(result.to_record(), path))
         else:
-            click.echo(f"{path.stem} {result.score:.6f}")
+            click.echo(f"{display_name(path.stem)} {result.score:.6f}")
     log(f"scored {n_ok} file(s), {n_bad} failed")
     exit_with(first_error or ExitCode.ACCEPT)
