@@ -29,6 +29,37 @@ def parity_windows(paths: tuple[str, ...], limit: int, window: int) -> "np.ndarr
     return np.stack(rows) if rows else None
 
 
+def _export_rawnet2(checkpoint: str, out_dir: str, audio: "np.ndarray | None", rule: "WindowRule", tolerance: float,
+                    overwrite: bool, frontend: str, gru: str, parity_seed: Optional[int]) -> Path:
+    from export.onnx_export import build_bundle
+    from export.rawnet2 import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    return build_bundle(model, out_dir, checkpoint_path=checkpoint, audio_windows=audio, window_rule=rule,
+                        tolerance=tolerance, overwrite=overwrite, frontend=frontend, gru=gru, parity_seed=parity_seed)
+
+
+def _export_aasist(checkpoint: str, out_dir: str, audio: "np.ndarray | None", rule: "WindowRule", tolerance: float,
+                   overwrite: bool, frontend: str, gru: str, parity_seed: Optional[int]) -> Path:
+    from export.aasist import load_aasist
+    from export.aasist_bundle import build_aasist_bundle
+
+    if gru != "onnx":
+        raise EdgeDetectorError("--gru applies to RawNet2 only: AASIST has no recurrent layer")
+    try:
+        model, meta = load_aasist(checkpoint)
+    except (ValueError, RuntimeError) as exc:
+        raise EdgeDetectorError(f"{checkpoint}: cannot load as AASIST ({exc})") from None
+    return build_aasist_bundle(model, out_dir, meta=meta, checkpoint_path=checkpoint, audio_windows=audio,
+                               window_rule=rule, tolerance=tolerance, overwrite=overwrite, frontend=frontend,
+                               parity_seed=parity_seed)
+
+
+#: One exporter per checkpoint family (each in its own training-side module); ``--family auto``
+#: picks AASIST when the checkpoint has AASIST's parameter names.
+EXPORTERS = {"rawnet2": _export_rawnet2, "aasist": _export_aasist}
+
+
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to create.")
@@ -48,10 +79,12 @@ def parity_windows(paths: tuple[str, ...], limit: int, window: int) -> "np.ndarr
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--parity-seed", type=int, default=None,
               help="Seed of the parity gate's random windows (default: fresh ones on every export).")
+@click.option("--family", type=click.Choice(["auto", *EXPORTERS]), default="auto", show_default=True,
+              help="Model family of CHECKPOINT; auto reads its parameter names (AASIST's graph layers, else RawNet2).")
 def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...], parity_count: int, tolerance: float,
                    mode: str, hop: int, combine: str, frontend: str, gru: str, overwrite: bool,
-                   parity_seed: Optional[int]) -> None:
-    """Export CHECKPOINT (official RawNet2 .pth or ours) to a bundle folder.
+                   parity_seed: Optional[int], family: str) -> None:
+    """Export CHECKPOINT (official RawNet2 or AASIST / AASIST-L .pth, or ours) to a bundle folder.
 
     TorchScript exporter, fixed sinc filters as constants, BN folded, the two FC layers
     fused, dynamic batch axis. The parity gate compares the device path (numpy front
@@ -63,23 +96,22 @@ def export_command(checkpoint: str, out_dir: str, parity_audio: tuple[str, ...],
     try:
         require_torch()
         require_onnx()
-        from export.onnx_export import build_bundle
-        from export.rawnet2 import load_checkpoint
-
         from ..windows import WindowRule
 
-        model, _ = load_checkpoint(checkpoint)
+        if family == "auto":
+            from export.aasist import is_aasist_checkpoint
+
+            family = "aasist" if is_aasist_checkpoint(checkpoint) else "rawnet2"
         rule = WindowRule(window=64600, hop=hop, mode=mode, combine=combine)
         audio = parity_windows(parity_audio, parity_count, rule.window) if parity_audio else None
         if audio is None:
             log("parity gate: no real audio given (--parity-audio); comparing on random windows only")
-        out = build_bundle(model, out_dir, checkpoint_path=checkpoint, audio_windows=audio, window_rule=rule,
-                           tolerance=tolerance, overwrite=overwrite, frontend=frontend, gru=gru,
-                           parity_seed=parity_seed)
+        out = EXPORTERS[family](checkpoint, out_dir, audio, rule, tolerance, overwrite, frontend, gru, parity_seed)
         import json
 
-        parity = json.loads((Path(out) / "manifest.json").read_text())["parity"]
-        log(f"wrote {out} [frontend {frontend}, gru {gru}] (parity: random {parity['max_abs_diff_random']:.2g}, audio {parity['max_abs_diff_audio']}, "
-            f"tolerance {tolerance:g})")
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+        parity = manifest["parity"]
+        log(f"wrote {out} [{manifest['model']['family']}, frontend {frontend}, gru {gru}] (parity: random "
+            f"{parity['max_abs_diff_random']:.2g}, audio {parity['max_abs_diff_audio']}, tolerance {tolerance:g})")
     except EdgeDetectorError as exc:
         fail(exc)
