@@ -223,16 +223,42 @@ register_family(Family(name="RawNet2", make_scorer=onnx_scorer, fields=ONNX_FIEL
                        frontends=(None, "sinc-fft-numpy"), check=check_onnx, summary=_rawnet2_summary))
 
 
-# --- AASIST / AASIST-L (export/aasist.py): ONNX graphs run like RawNet2's; their numpy front end is the
-# same sinc stage (69 of 70 bands, |x|, max-pool 3 over time; the graph pools the filter axis) ----------
+# --- LFCC-GMM (ASVspoof 2021 baseline): numpy LFCC front end + two diagonal GMMs in an npz ----------
+
+#: Fields an LFCC-GMM bundle requires (the GMM file's sha256 is in ``files`` like every file).
+GMM_FIELDS: dict[str, tuple[type, ...]] = {
+    "gmm.file": (str,),
+    "gmm.components": (int,),
+    "gmm.dims": (int,),
+}
 
 
-def _aasist_summary(m: Manifest) -> str:
-    cfg = m["model"]["config"]
-    return (f"sinc {cfg.get('sinc_filters')}x{cfg.get('sinc_kernel')}, encoder {cfg.get('encoder')}, "
-            f"GAT dims {cfg.get('gat_dims')}, pool ratios {cfg.get('pool_ratios')}")
+def _lfcc_gmm_scorer(bundle: "Bundle", settings: "SessionSettings", max_batch: int) -> Scorer:
+    from .gmm import lfcc_gmm_scorer
+
+    return lfcc_gmm_scorer(bundle, settings, max_batch)
 
 
-for _aasist in ("AASIST", "AASIST-L"):
-    register_family(Family(name=_aasist, make_scorer=onnx_scorer, fields=ONNX_FIELDS, model_file_field="onnx.file",
-                           frontends=(None, "sinc-fft-numpy"), check=check_onnx, summary=_aasist_summary))
+def _lfcc_parse(entry: Mapping[str, Any]) -> Any:
+    from .lfcc import LFCCSpec
+
+    return LFCCSpec.from_manifest(entry)
+
+
+def _lfcc_check(spec: Any, manifest: Manifest, where: str) -> None:
+    from .lfcc import check_lfcc
+
+    check_lfcc(spec, manifest, where)
+    if int(manifest["gmm"]["dims"]) != spec.dims:
+        raise BundleError(f"{where}: gmm.dims {manifest['gmm']['dims']} differs from the LFCC front end's {spec.dims}")
+
+
+def _lfcc_gmm_summary(m: Manifest) -> str:
+    f = m.get("frontend") or {}
+    return (f"LFCC {f.get('cepstra')} cepstra x3 ({f.get('filters')} filters, {f.get('low_hz')}-{f.get('high_hz')} Hz), "
+            f"2 diagonal GMMs x {m['gmm']['components']} components")
+
+
+register_frontend(FrontEnd(type="lfcc-numpy", parse=_lfcc_parse, check=_lfcc_check))
+register_family(Family(name="LFCC-GMM", make_scorer=_lfcc_gmm_scorer, fields=GMM_FIELDS, model_file_field="gmm.file",
+                       frontends=("lfcc-numpy",), summary=_lfcc_gmm_summary))

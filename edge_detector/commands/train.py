@@ -1,4 +1,10 @@
-"""`edge-detect train`: train or fine-tune RawNet2 on an ASVspoof-style protocol."""
+"""`edge-detect train`: train or fine-tune a model family on an ASVspoof-style protocol.
+
+``--model`` picks the family's trainer from ``TRAINERS`` (one entry per family, each in its
+own training-side module): ``rawnet2`` (PyTorch, the default) or ``lfcc-gmm`` (the ASVspoof
+2021 LFCC-GMM baseline, scikit-learn; writes a bundle directly). The protocol, split and
+seed options are shared; the others belong to one family and are ignored by the rest.
+"""
 from __future__ import annotations
 
 import json
@@ -17,6 +23,8 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
 
 
 @click.command("train")
+@click.option("--model", type=click.Choice(["rawnet2", "lfcc-gmm"]), default="rawnet2", show_default=True,
+              help="Model family to train: rawnet2 (PyTorch) or lfcc-gmm (LFCC + two diagonal GMMs; writes OUT/bundle).")
 @click.option("--protocol", "protocol_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="ASVspoof 2019 LA style protocol (SPEAKER FILE_ID - SYSTEM LABEL).")
 @click.option("--audio-dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -29,6 +37,9 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
               help="Comma-separated sources (speaker prefix before '_', e.g. VCTK,ARCTIC,JSUT,CSMSC,LA) "
                    "removed from training and evaluated once at the end.")
 @click.option("--exclude-sources", default=None, help="Sources dropped entirely (e.g. CSMSC for licence reasons).")
+@click.option("--heldout-protocol", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Protocol of extra held-out files (same audio folder), never trained on, evaluated once at the end "
+                   "(e.g. unseen spoof families written by benchmarks/family_splits.py).")
 @click.option("--epochs", type=int, default=20, show_default=True)
 @finetune_options
 @click.option("--init", "init_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -44,34 +55,67 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
 @click.option("--gru-hidden", type=int, default=1024, show_default=True)
 @click.option("--gru-layers", type=int, default=3, show_default=True)
 @click.option("--fc1-dim", type=int, default=1024, show_default=True)
-def train_command(protocol_path: str, audio_dir: str, out_dir: str, val_protocol: Optional[str], val_fraction: float,
+@click.option("--gmm-components", type=click.IntRange(min=1), default=512, show_default=True,
+              help="lfcc-gmm: Gaussian components per class (the baseline's 512).")
+@click.option("--gmm-iter", type=click.IntRange(min=1), default=10, show_default=True,
+              help="lfcc-gmm: EM iterations at most (the baseline's 10).")
+@click.option("--gmm-max-frames", type=click.IntRange(min=0), default=0, show_default=True,
+              help="lfcc-gmm: frames per class drawn (seeded) for EM; 0 = all.")
+def train_command(model: str, protocol_path: str, audio_dir: str, out_dir: str, val_protocol: Optional[str], val_fraction: float,
                   holdout_sources: Optional[str], exclude_sources: Optional[str], epochs: int, batch_size: int,
                   lr: float, weight_decay: float, class_weights: str, augment: bool, balanced: bool,
                   source_balanced: bool, channel_augment: bool,
                   freeze_epochs: int, unfreeze_every: int, init_ckpt: Optional[str], resume_state: Optional[str],
                   distill_from: Optional[str], distill_alpha: float, distill_temperature: float,
                   distill_loss: str, distill_mix: float, select_by: str, seed: int, threads: int, cache_dir: Optional[str], sinc_filters: int, stage2_channels: int,
-                  gru_hidden: int, gru_layers: int, fc1_dim: int) -> None:
-    """Train RawNet2 (official recipe by default), keep the best-validation-EER checkpoint.
+                  gru_hidden: int, gru_layers: int, fc1_dim: int, heldout_protocol: Optional[str],
+                  gmm_components: int, gmm_iter: int, gmm_max_frames: int) -> None:
+    """Train RawNet2 (official recipe by default, keep the best-validation-EER checkpoint) or LFCC-GMM.
 
-    Writes OUT/best.pt, OUT/last.pt, OUT/last_state.pt (for --resume), OUT/history.json
-    and OUT/report.json (command, wall time, validation and held-out EER).
+    RawNet2 writes OUT/best.pt, OUT/last.pt, OUT/last_state.pt (for --resume),
+    OUT/history.json and OUT/report.json (command, wall time, validation and held-out EER).
+    LFCC-GMM writes OUT/bundle/ (ready for score/gate/calibrate), OUT/report.json and
+    OUT/scores_{val,heldout}.txt.
     """
+    args = dict(locals())
     try:
-        require_torch()
-        _run(**locals())
+        TRAINERS[args.pop("model")](**args)
     except EdgeDetectorError as exc:
         fail(exc)
 
 
+def _train_rawnet2(**args) -> None:
+    require_torch()
+    _run(**args)
+
+
+def _train_lfcc_gmm(**args) -> None:
+    from export.lfcc_gmm import run_training
+
+    keys = ("protocol_path", "audio_dir", "out_dir", "val_protocol", "val_fraction", "holdout_sources",
+            "exclude_sources", "heldout_protocol", "seed", "cache_dir", "gmm_components", "gmm_iter",
+            "gmm_max_frames")
+    try:
+        report = run_training(**{k: args[k] for k in keys}, log=log,
+                              command="edge-detect " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except ValueError as exc:  # fewer frames than components
+        raise click.UsageError(str(exc)) from None
+    log(json.dumps({k: report.get(k) for k in ("wall_seconds", "best_val_eer", "bundle")}))
+
+
+#: ``--model`` → the family's trainer (each takes every option of the command by name).
+TRAINERS = {"rawnet2": _train_rawnet2, "lfcc-gmm": _train_lfcc_gmm}
+
+
 def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources, exclude_sources, epochs,
          batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, init_ckpt,
-         resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim):
+         resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim,
+         heldout_protocol=None, **_other_families):
     import numpy as np
     import torch
 
     from edge_detector.metrics import compute_eer
-    from edge_detector.protocol import csv_values, training_splits
+    from edge_detector.protocol import csv_values, read_protocol, training_splits
     from export.dataset import load_corpus
     from export.rawnet2 import RawNet2Config, load_checkpoint
     from export.scoring import score_signals
@@ -83,8 +127,10 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     seed_everything(seed)
     train_entries, val_entries, heldout = training_splits(protocol_path, exclude_sources, holdout_sources,
                                                           val_protocol, val_fraction, seed)
+    if heldout_protocol:
+        heldout = heldout + read_protocol(heldout_protocol)
     log(f"train {len(train_entries)} files, validation {len(val_entries)}, held out {len(heldout)}")
-    everything = train_entries + val_entries + heldout
+    everything = list({e.file_id: e for e in train_entries + val_entries + heldout}.values())  # a held-out protocol may reuse val files
     corpus = load_corpus(everything, audio_dir, cache_dir=cache_dir)
     train_set, val_set = corpus.subset(train_entries), corpus.subset(val_entries)
 
