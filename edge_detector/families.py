@@ -223,6 +223,21 @@ register_family(Family(name="RawNet2", make_scorer=onnx_scorer, fields=ONNX_FIEL
                        frontends=(None, "sinc-fft-numpy"), check=check_onnx, summary=_rawnet2_summary))
 
 
+# --- AASIST / AASIST-L (export/aasist.py): ONNX graphs run like RawNet2's; their numpy front end is the
+# same sinc stage (69 of 70 bands, |x|, max-pool 3 over time; the graph pools the filter axis) ----------
+
+
+def _aasist_summary(m: Manifest) -> str:
+    cfg = m["model"]["config"]
+    return (f"sinc {cfg.get('sinc_filters')}x{cfg.get('sinc_kernel')}, encoder {cfg.get('encoder')}, "
+            f"GAT dims {cfg.get('gat_dims')}, pool ratios {cfg.get('pool_ratios')}")
+
+
+for _aasist in ("AASIST", "AASIST-L"):
+    register_family(Family(name=_aasist, make_scorer=onnx_scorer, fields=ONNX_FIELDS, model_file_field="onnx.file",
+                           frontends=(None, "sinc-fft-numpy"), check=check_onnx, summary=_aasist_summary))
+
+
 # --- LFCC-GMM (ASVspoof 2021 baseline): numpy LFCC front end + two diagonal GMMs in an npz ----------
 
 #: Fields an LFCC-GMM bundle requires (the GMM file's sha256 is in ``files`` like every file).
