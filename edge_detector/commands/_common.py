@@ -83,7 +83,8 @@ def distill_options(f):
     """Teacher options shared by `train` and `prune`: learn a model's outputs, not only the labels."""
     opts = [
         click.option("--distill-from", "distill_from", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Teacher checkpoint (e.g. the full model a pruned one came from): learn its outputs."),
+                     help="Teacher checkpoint: RawNet2 (e.g. the full model a pruned one came from) or AASIST / AASIST-L "
+                          "(official .pth or ours; auto-detected): learn its outputs."),
         click.option("--distill-alpha", type=float, default=0.5, show_default=True,
                      help="Weight of the teacher term; 1 = teacher only (no labels)."),
         click.option("--distill-temperature", type=float, default=2.0, show_default=True),

@@ -110,7 +110,9 @@ def _run(checkpoint, protocol_path, audio_dir, out_dir, val_protocol, val_fracti
                      source_balanced=source_balanced,
                      **distill_config(distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix,
                                       select_by))
-    teacher = load_checkpoint(distill_from)[0] if distill_from else None
+    from export.teacher import load_teacher  # RawNet2, or AASIST / AASIST-L (the margin of their logits)
+
+    teacher = load_teacher(distill_from)[0] if distill_from else None
     records = run_schedule(
         model, target, steps, out_dir, train_set, val_set, held_set, finetune=ft, criterion=criterion,
         importance_batches=importance_batches, importance_batch_size=min(batch_size, 16), refit=refit_head,

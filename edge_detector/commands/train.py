@@ -146,7 +146,9 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     from export.augment_channel import build_training_augment
 
     augment_fn = build_training_augment(augment, channel_augment, seed)
-    teacher = load_checkpoint(distill_from)[0] if distill_from else None
+    from export.teacher import load_teacher  # RawNet2, or AASIST / AASIST-L (the margin of their logits)
+
+    teacher = load_teacher(distill_from)[0] if distill_from else None
     try:
         trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn, teacher=teacher)
     except ValueError as exc:
