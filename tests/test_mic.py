@@ -377,12 +377,17 @@ class _Listener:
     """`edge-detect listen` in the background; collects stderr lines so a test can wait for readiness."""
 
     def __init__(self, args: list[str], env: dict) -> None:
+        # SIGINT at its default disposition in the child: a test run started in the background
+        # inherits it ignored, and Python then never raises KeyboardInterrupt (the Ctrl-C test would hang).
         self.proc = subprocess.Popen(edge_detect(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.err: list[str] = []
+        self.out: list[str] = []
         self.ready = threading.Event()
         self._t = threading.Thread(target=self._pump, daemon=True)
         self._t.start()
+        self._o = threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True)
+        self._o.start()
 
     def _pump(self) -> None:
         for line in self.proc.stderr:
@@ -396,10 +401,11 @@ class _Listener:
         assert self.proc.poll() is None, "".join(self.err)
 
     def finish(self, timeout: float = 30) -> tuple[int, str, str]:
-        out = self.proc.stdout.read()
+        """Wait at most ``timeout`` s for the exit (TimeoutExpired, never a hang), then collect the output."""
         rc = self.proc.wait(timeout)
+        self._o.join(5)
         self._t.join(5)
-        return rc, out, "".join(self.err)
+        return rc, "".join(self.out), "".join(self.err)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
