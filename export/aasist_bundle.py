@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from edge_detector.bundle import default_manifest, load_bundle, publish, write_manifest
+from edge_detector.bundle import default_manifest, load_bundle
 from edge_detector.errors import EdgeDetectorError
 from edge_detector.windows import WindowRule
 
@@ -38,7 +38,7 @@ from .aasist import AASIST, count_parameters
 from .aasist_export import AASISTBody, AASISTScore, frontend_spec_for
 from .fold import selu_vectorised
 from .onnx_export import FRONTEND_CHOICES, OPSET, PARITY_TOLERANCE, ParityReport, export_onnx, parity_check
-from .onnx_meta import add_onnx_metadata
+from .onnx_meta import seal_bundle
 
 #: Windows per parity call: AASIST's first maps are large (a window's encoder input is 23 × 21 490
 #: with 32 channels), so the gate runs a few windows at a time to bound memory.
@@ -158,9 +158,7 @@ def build_aasist_bundle(
         if licence is not None and licence.is_file() and "licence" in meta:
             shutil.copyfile(licence, tmp / "LICENSE")
             manifest["files"]["LICENSE"] = {}
-        add_onnx_metadata(onnx_path, manifest)
-        write_manifest(tmp, manifest)
-        publish(tmp, out)
+        seal_bundle(tmp, out, onnx_path, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -42,7 +42,7 @@ from edge_detector.windows import WINDOW_SAMPLES, WindowRule
 
 from .fold import FoldedBody, FoldedRawNet2
 from .gru_matmul import MatMulGRU
-from .onnx_meta import add_onnx_metadata
+from .onnx_meta import seal_bundle
 from .rawnet2 import RawNet2, count_parameters
 from .scoring import score_windows
 
@@ -242,9 +242,7 @@ def build_bundle(
                                 "frontend": frontend, "gru": gru}
         if extra_manifest:
             manifest.update(extra_manifest)
-        add_onnx_metadata(onnx_path, manifest)
-        write_manifest(tmp, manifest)
-        publish(tmp, out)
+        seal_bundle(tmp, out, onnx_path, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -26,3 +26,16 @@ def add_onnx_metadata(onnx_path: Path, manifest: dict[str, Any]) -> None:
         entry.value = json.dumps(manifest.get(key))
     model.producer_name = "edge-detector"
     onnx.save(model, str(onnx_path))
+
+
+def seal_bundle(staging: Path, out: Path, onnx_path: Path, manifest: dict[str, Any]) -> None:
+    """Finish a bundle built in ``staging``: stamp ``manifest`` into the ONNX file, hash every file and
+    write ``manifest.json`` (validated), then publish ``staging`` as ``out``.
+
+    Raises BundleError when the manifest does not validate (nothing is published then).
+    """
+    from edge_detector.bundle import publish, write_manifest
+
+    add_onnx_metadata(onnx_path, manifest)
+    write_manifest(staging, manifest)
+    publish(staging, out)
