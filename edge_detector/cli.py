@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "listen": "listen:listen_command",
     "devices": "devices:devices_command",
     "serve": "serve:serve_command",
+    "adapt": "adapt:adapt_command",
 }
 
 

@@ -193,8 +193,11 @@ def onnx_scorer(bundle: "Bundle", settings: "SessionSettings", max_batch: int) -
     m = bundle.manifest
     session = make_session(bundle.model_path, settings, default_level=m["onnx"]["graph_optimization_level"])
     check_model_io(session, m, bundle.frontend, where=str(bundle.model_path))
-    return WindowScorer(session, m["onnx"]["input"], m["onnx"]["output"], bundle.frontend, max_batch,
-                        where=str(bundle.model_path))
+    scorer = WindowScorer(session, m["onnx"]["input"], m["onnx"]["output"], bundle.frontend, max_batch,
+                          where=str(bundle.model_path))
+    from .head import with_adapted_head  # a bundle from `edge-detect adapt` scores through its own final layer
+
+    return with_adapted_head(bundle, scorer)
 
 
 def _sinc_parse(entry: Mapping[str, Any]) -> Any:

@@ -40,6 +40,7 @@ from edge_detector.frontend import FrontEndSpec
 from edge_detector.session import SessionSettings, make_session
 from edge_detector.windows import WINDOW_SAMPLES, WindowRule
 
+from .embedding import add_embedding, record_embedding
 from .fold import FoldedBody, FoldedRawNet2
 from .gru_matmul import MatMulGRU
 from .onnx_meta import seal_bundle
@@ -232,11 +233,14 @@ def build_bundle(
             export_onnx(module, onnx_path, window=rule.window)
         report = parity_check(model, onnx_path, audio_windows, n_random=n_random, tolerance=tolerance,
                               window=rule.window, frontend=spec, seed=parity_seed)
+        # second output "embedding" (the final layer's input) for `edge-detect adapt`, parity-checked too
+        embedding = add_embedding(model, onnx_path, audio_windows, spec, tolerance, rule.window, seed=parity_seed)
         model_id, src = model_identity(model, checkpoint_path)
         manifest = default_manifest(model_id=model_id, model_config=model.config.to_dict(),
                                     parameters=count_parameters(model), variant=variant, opset=OPSET,
                                     source_checkpoint=src, window_rule=rule, frontend=spec)
         manifest["parity"] = report.to_dict()
+        record_embedding(manifest, embedding)
         manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         manifest["exporter"] = {"torch": torch.__version__, "exporter": "torchscript (dynamo=False)",
                                 "frontend": frontend, "gru": gru}

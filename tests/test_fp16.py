@@ -46,7 +46,7 @@ def test_converter_writes_a_valid_fp16_bundle(fp16_pair):
     model = onnx.load(str(b.model_path))
     onnx.checker.check_model(model)
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [F32]  # I/O stay float32
-    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [F32]
+    assert [(o.name, o.type.tensor_type.elem_type) for o in model.graph.output] == [("score", F32), ("embedding", F32)]
     assert {t.data_type for t in model.graph.initializer if t.data_type in (F32, F16)} == {F16}
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["edge_detector.model"])["variant"] == "fp16"

@@ -76,15 +76,19 @@ def _write_in_place(src, manifest) -> Path:
     return src.path
 
 
-def _write_copy(src, manifest, out_dir: str) -> Path:
-    """The source's listed files plus the new manifest, staged next to OUT and renamed into place."""
+def _write_copy(src, manifest, out_dir: str, extra: Optional[dict[str, bytes]] = None,
+                prefix: str = ".calibrate-") -> Path:
+    """The source's listed files (plus ``extra`` files: name → bytes) and the new manifest, staged next
+    to OUT and renamed into place. `adapt` writes its bundles with it too."""
     from ..bundle import load_bundle, write_manifest
     from ..output_dir import publish_dir, staging_dir
 
-    stage = staging_dir(out_dir, prefix=".calibrate-")
+    stage = staging_dir(out_dir, prefix=prefix)
     try:
         for name in src.manifest["files"]:
             shutil.copy2(src.path / name, stage / name)
+        for name, data in (extra or {}).items():
+            (stage / name).write_bytes(data)
         write_manifest(stage, manifest)
         load_bundle(stage)
         publish_dir(stage, out_dir)

@@ -206,9 +206,12 @@ def decision_record(d: StreamDecision, chunk: Any, mic: Any, detector: Any, gate
 @click.option("--rate", type=click.IntRange(min=1000), default=None,
               help="Capture at exactly this rate (default: 16000 if the device accepts it, else its own rate, "
                    "resampled in numpy).")
+@click.option("--record-enrolment", "enrolment_dir", type=click.Path(file_okay=False), default=None,
+              help="Opt-in: write every utterance decided on (accepted or not) as a WAV to this folder and list it "
+                   "as bona fide in its protocol.txt, for `edge-detect adapt`. Only your own live voice belongs there.")
 def listen_command(bundle_path: Optional[str], profile: Optional[str], threads: Optional[int], device: Optional[str],
                    once: bool, seconds: Optional[float], min_speech: Optional[float], max_windows: Optional[int],
-                   windows: Optional[str], rate: Optional[int]) -> None:
+                   windows: Optional[str], rate: Optional[int], enrolment_dir: Optional[str] = None) -> None:
     from ..mic import CaptureConfig, DeviceNotFoundError, Microphone, format_devices
 
     code = ExitCode.INTERNAL_ERROR
@@ -232,6 +235,11 @@ def listen_command(bundle_path: Optional[str], profile: Optional[str], threads: 
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"{profile}: {exc}") from None
         gate = StreamGate.from_detector(detector, policy)
+        recorder = None
+        if enrolment_dir is not None:
+            from ..enrolment import EnrolmentRecorder
+
+            recorder = EnrolmentRecorder(enrolment_dir, gate.sample_rate)
         limit = seconds if seconds is not None else (DEFAULT_ONCE_SECONDS if once else None)
         mic = Microphone(device if device is not None else cfg.device, detector.bundle.sample_rate, capture)
         mic.open()
@@ -253,6 +261,11 @@ def listen_command(bundle_path: Optional[str], profile: Optional[str], threads: 
         def on_decision(d: StreamDecision, chunk: Any) -> bool:
             nonlocal retries_left
             rec = decision_record(d, chunk, mic, detector, gate, max(position["after"], d.position))
+            if recorder is not None:
+                try:
+                    rec["enrolment_file"] = str(recorder.write(gate.ring.read(d.start, d.end), d.decision))
+                except (OSError, ValueError) as exc:  # a full disk must not change the decision
+                    log(f"enrolment recording failed: {exc}")
             if once and d.decision == "uncertain" and cfg.uncertain == "retry" and retries_left > 0:
                 retries_left -= 1
                 rec["action"] = "retry"
