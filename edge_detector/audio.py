@@ -8,6 +8,7 @@ RawNet2 trained on ASVspoof data uses the silences (DESIGN.md section 2).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .errors import (
     TooShortAudioError,
 )
 from .audio_source import open_source
-from .resample import resample
+from .resample import StreamResampler, _design, resample
 
 MODEL_SAMPLE_RATE = 16000
 #: Longest input decoded by default. A bigger file is refused *before* it is read, so a
@@ -49,6 +50,8 @@ class DecodedAudio:
     source_rate: int
     source_channels: int
     source_format: str
+    complete: bool = True  # False: decoding stopped once ``first_samples`` were exact (more audio follows)
+    declared_seconds: float = 0.0  # the header's length claim (0 when it states none); never trusted for limits
 
     @property
     def duration(self) -> float:
@@ -95,8 +98,19 @@ def load_audio(
     target_rate: int = MODEL_SAMPLE_RATE,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     name: Optional[str] = None,
+    first_samples: Optional[int] = None,
 ) -> DecodedAudio:
     """Decode ``path`` to float32 mono at ``target_rate``.
+
+    Decoding reads blocks of :data:`BLOCK_FRAMES` frames and mixes each to mono at once, so
+    memory follows what is decoded (samples x channels of one block, plus the mono output),
+    never what the header declares. ``first_samples``: decode only until the first
+    ``first_samples`` output samples are final (the first-window rule: ~4.04 s of source
+    plus the resampler's half-width), then stop (``complete`` False); they equal the same
+    samples of a whole-file decode exactly. Without it the whole file is decoded and
+    resampled block by block (:class:`~edge_detector.resample.StreamResampler`), and
+    refused with TooLongAudioError once more than ``max_seconds`` were decoded, whatever
+    the header said (compressed formats only estimate their length).
 
     ``path`` may also be a seekable binary file object (an upload held in memory, as
     `edge-detect serve` passes it): the same checks and decoding apply, nothing is
@@ -121,28 +135,89 @@ def load_audio(
         raise TooLongAudioError(
             f"{p}: {info.frames / info.samplerate:.1f} s is longer than the {max_seconds:.0f} s limit"
         )
-    try:
-        data, rate = sf.read(_rewound(src), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
-    if data.shape[0] == 0:
-        raise EmptyAudioError(f"{p}: audio has no samples")
-    if data.shape[0] / rate > max_seconds:  # formats whose header does not state the length
-        raise TooLongAudioError(f"{p}: longer than the {max_seconds:.0f} s limit")
-    try:
-        mono = to_mono_float(data)
-    except NonFiniteAudioError:
-        raise NonFiniteAudioError(f"{p}: audio contains NaN or infinite samples") from None
-    check_channel_cancellation(data, mono, p)
-    # Resampling can overshoot full scale (Gibbs); the model input stays in [-1, 1].
-    samples = np.clip(resample(mono, int(rate), target_rate), -1.0, 1.0)
+    samples, complete = _decode_blocks(src, p, int(info.samplerate), target_rate, max_seconds, first_samples)
     return DecodedAudio(
         samples=samples,
         sample_rate=target_rate,
-        source_rate=int(rate),
+        source_rate=int(info.samplerate),
         source_channels=int(info.channels),
         source_format=f"{info.format}/{info.subtype}",
+        complete=complete,
+        declared_seconds=max(0.0, info.frames / info.samplerate) if info.frames > 0 else 0.0,
     )
+
+
+#: Frames decoded per block (x channels x 4 bytes: 2 MiB for 8 channels).
+BLOCK_FRAMES = 1 << 16
+
+
+def _decode_blocks(src: Union[str, bytes, BinaryIO], p: str, rate: int, target_rate: int, max_seconds: float,
+                   first_samples: Optional[int]) -> tuple[np.ndarray, bool]:
+    """Decode blocks, mono-mix each, resample; return (float32 samples in [-1, 1], whether the file ended).
+
+    With ``first_samples``: stop once the source frames that the first ``first_samples``
+    outputs depend on have been read, resample those at once and keep the exact outputs.
+    Without: stream every block through a StreamResampler (equal to whole-file resampling).
+    """
+    limit_frames = int(math.floor(max_seconds * rate)) + 1  # one frame more than the limit: "too long"
+    need = None
+    if first_samples is not None and rate != target_rate:
+        g = math.gcd(rate, target_rate)
+        up, down = target_rate // g, rate // g
+        # output n depends on inputs up to floor(n*down/up) + K; read one block past that.
+        need = (max(1, first_samples) - 1) * down // up + _design(up, down).half_taps + 1
+    elif first_samples is not None:
+        need = max(1, first_samples)
+    streamer = None if need is not None else StreamResampler(rate, target_rate)
+    block = max(BLOCK_FRAMES, 2 * (rate // math.gcd(rate, target_rate)))  # streaming slices align to `down`
+    parts: list[np.ndarray] = []
+    frames = 0
+    peak_mono = 0.0
+    peak_channels: Optional[np.ndarray] = None
+    ended = False
+    try:
+        with sf.SoundFile(_rewound(src)) as f:
+            while True:
+                want = block if need is None else min(block, need - frames)
+                if want <= 0:
+                    break
+                data = f.read(want, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    ended = True
+                    break
+                frames += data.shape[0]
+                if need is None and frames > limit_frames:  # never trust the header's length
+                    raise TooLongAudioError(f"{p}: longer than the {max_seconds:.0f} s limit")
+                try:
+                    mono = to_mono_float(data)
+                except NonFiniteAudioError:
+                    raise NonFiniteAudioError(f"{p}: audio contains NaN or infinite samples") from None
+                peaks = np.max(np.abs(data), axis=0)
+                peak_channels = peaks if peak_channels is None else np.maximum(peak_channels, peaks)
+                peak_mono = max(peak_mono, float(np.max(np.abs(mono))))
+                parts.append(mono if streamer is None else streamer.push(mono))
+                if data.shape[0] < want:
+                    ended = True
+                    break
+    except (TooLongAudioError, NonFiniteAudioError):
+        raise
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioDecodeError(f"{p}: cannot decode audio ({_short(exc)})") from None
+    if frames == 0:
+        raise EmptyAudioError(f"{p}: audio has no samples")
+    if peak_channels is not None:
+        check_channel_cancellation(peak_channels[None, :], np.asarray([peak_mono], np.float32), p)
+    if streamer is not None:
+        parts.append(streamer.flush())
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        ended = True
+    else:
+        mono = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        out = resample(mono, rate, target_rate)
+        if not ended and first_samples is not None:
+            out = out[:first_samples]  # exact: each kept output's whole filter support was read
+    # Resampling can overshoot full scale (Gibbs); the model input stays in [-1, 1].
+    return np.clip(out, -1.0, 1.0), ended
 
 
 def check_scorable(samples: np.ndarray, sample_rate: int, min_seconds: float, name: str = "audio") -> None:

@@ -20,7 +20,8 @@ from .bundle import Bundle, load_bundle
 from .errors import BundleError
 from .frontend import FrontEndSpec, SincFFTFrontEnd
 from .session import SessionSettings
-from .windows import WindowRule, combine_scores, make_windows, window_starts
+from .speech_presence import check_speech
+from .windows import WindowRule, combine_scores, make_windows, scored_audio, window_starts
 
 ACCEPT, REJECT, UNCERTAIN = "accept", "reject", "uncertain"
 
@@ -150,6 +151,14 @@ class WindowScorer:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+#: Windows per model call in the Detector. Fresh `edge-detect score --windows all` processes on a
+#: 124 s file (this project's 2-core x86 VM, CPU time): 4 windows per call cost about 4 ms per
+#: window and peaked at 99 MiB, 16 per call 5.4 ms and 150 MiB: larger batches make onnxruntime
+#: and the front end touch more fresh memory, and first-touch page faults cost more than
+#: batching saves (benchmarks/results/e2e_speed_batch16.json vs e2e_speed.json).
+DEFAULT_MAX_BATCH = 4
+
+
 class Detector:
     """Scores audio with a bundle. Windows of one input go to the scorer in one call.
 
@@ -159,10 +168,13 @@ class Detector:
     """
 
     def __init__(self, bundle: Union[Bundle, str, os.PathLike], settings: Optional[SessionSettings] = None,
-                 max_batch: int = 16) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, require_speech: bool = True) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.settings = settings or SessionSettings()
         self.max_batch = max(1, int(max_batch))
+        #: Refuse audio without speech (NotSpeechError, exit 13) before the model runs. Every
+        #: accepting path keeps it on; only evaluating or calibrating the model alone turns it off.
+        self.require_speech = bool(require_speech)
         self.scorer = self.bundle.family.make_scorer(self.bundle, self.settings, self.max_batch)
         self.session = getattr(self.scorer, "session", None)
 
@@ -210,6 +222,9 @@ class Detector:
         sr = self.bundle.sample_rate
         check_scorable(samples, sr, self.bundle.min_seconds, name=source)
         rule = self.window_rule(windows)
+        speech = None
+        if self.require_speech:  # judged on what the windows cover; the model still sees it all, untrimmed
+            speech = check_speech(scored_audio(samples, rule), sr, name=source).to_dict()
         t_inf = time.perf_counter()
         scores, starts = self.score_signal(samples, rule)
         latency = (time.perf_counter() - t_inf) * 1000.0
@@ -224,7 +239,7 @@ class Detector:
             thresholds={"accept": self.bundle.accept_threshold, "reject": self.bundle.reject_threshold},
             combine=rule.combine if len(wins) > 1 else "single", model_id=self.bundle.model_id,
             model_sha256=self.bundle.model_sha256, provider=self.provider, latency_ms=latency,
-            total_ms=(time.perf_counter() - t0) * 1000.0,
+            total_ms=(time.perf_counter() - t0) * 1000.0, extra={} if speech is None else {"speech": speech},
         )
 
     def score_array(self, samples: np.ndarray, sample_rate: int, source: str = "array",
@@ -245,8 +260,15 @@ class Detector:
         t0 = time.perf_counter()
         name = source if source is not None else str(path)
         limit = self.bundle.max_seconds if max_seconds is None else min(max_seconds, self.bundle.max_seconds)
-        decoded = load_audio(path, self.bundle.sample_rate, max_seconds=limit, name=name)
+        rule = self.window_rule(windows)
+        # Decode only what the window rule scores: the first window (plus the resampler's
+        # margin) for "first"; the whole file, block by block up to the limit, for "all".
+        decoded = load_audio(path, self.bundle.sample_rate, max_seconds=limit, name=name,
+                             first_samples=rule.window if rule.mode == "first" else None)
         result = self.score_samples(decoded.samples, source=name, windows=windows, started=t0)
+        if not decoded.complete:  # stopped after the first window: the rest was never decoded
+            result.duration = max(result.duration, decoded.declared_seconds)
+            result.extra["decoded_seconds"] = round(len(decoded.samples) / self.bundle.sample_rate, 4)
         result.extra["source_rate"] = decoded.source_rate
         result.extra["source_channels"] = decoded.source_channels
         return result

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     MICROPHONE_FAILED = 10
     NO_SPEECH = 11
     MISSING_EXTRA = 12
+    NOT_SPEECH = 13
     INTERRUPTED = 130
 
 
@@ -103,6 +104,15 @@ class MicrophoneFailedError(EdgeDetectorError):
 class NoSpeechError(EdgeDetectorError):
     exit_code = ExitCode.NO_SPEECH
     kind = "no_speech"
+
+
+class NotSpeechError(AudioError):
+    """Audio is present but holds no speech (a tone, a buzz, noise, clicks, an offset): refused before the
+    model is asked (:mod:`edge_detector.speech_presence`). ``evidence`` carries the measured cues."""
+
+    exit_code = ExitCode.NOT_SPEECH
+    kind = "not_speech"
+    evidence: dict = {}
 
 
 class MissingExtraError(EdgeDetectorError):

@@ -31,6 +31,10 @@ Positions are samples since the stream started (after resampling to 16 kHz).
    accept at or above ``accept``, reject below ``reject``, uncertain between.
 5. **Segments that never get enough speech** slide forward (by one hop) instead of
    growing; a segment left without any speech is dropped.
+6. **Speech presence.** Before the model runs, the span it would score (the first window,
+   or the whole segment with ``windows=all``) must hold speech
+   (:mod:`edge_detector.speech_presence`); otherwise the decision is ``not_speech`` with no
+   score, the latch does not move, and the stream goes on after the segment.
 
 After a decision (continuous mode) the next segment starts where this one ended.
 """
@@ -44,7 +48,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .detector import UNCERTAIN, decide
-from .resample import resample
+from .resample import StreamResampler  # noqa: F401  (lives with the resampler; re-exported here)
+from .speech_presence import judge
 from .vad import EnergyVAD, VadConfig
 from .windows import WindowRule, combine_scores, first_window, window_starts
 
@@ -68,8 +73,12 @@ RULE_TEXT = (
     "and is scored exactly like `edge-detect score` on that audio: 'first' = its first window; "
     "'all' = windows every hop plus one aligned to its end, combined by the bundle's rule "
     "(mean/median/min). The calibrated score then meets the bundle's two thresholds: accept at "
-    "or above 'accept', reject below 'reject', uncertain between."
+    "or above 'accept', reject below 'reject', uncertain between. A segment whose scored span holds "
+    "no speech (a tone, a buzz, noise, clicks) is refused before the model: decision not_speech."
 )
+
+#: Decision of a segment refused by the speech-presence check (no score).
+NOT_SPEECH = "not_speech"
 
 
 class RingBuffer:
@@ -119,85 +128,6 @@ class RingBuffer:
         if first < n:
             out[first:] = self._buf[: n - first]
         return out
-
-
-class StreamResampler:
-    """Chunk-by-chunk resampling that equals :func:`edge_detector.resample.resample` on the whole signal.
-
-    Why not resample each chunk on its own: the polyphase filter treats samples outside
-    its input as zeros, so per-chunk calls would put a click at every chunk boundary (and
-    the device would see a different signal from the one `score` sees for the same
-    recording). Here each call computes only the outputs whose whole filter support has
-    arrived, from a slice that keeps enough past input, so the result is the offline
-    resampler's, sample for sample; :meth:`flush` adds the tail (zeros after the end,
-    as offline).
-    """
-
-    def __init__(self, orig_rate: int, target_rate: int) -> None:
-        self.orig_rate, self.target_rate = int(orig_rate), int(target_rate)
-        if self.orig_rate <= 0 or self.target_rate <= 0:
-            raise ValueError("rates must be positive")
-        g = math.gcd(self.orig_rate, self.target_rate)
-        self.up, self.down = self.target_rate // g, self.orig_rate // g
-        self.passthrough = self.orig_rate == self.target_rate
-        if self.passthrough:
-            self.half_taps = 0
-        else:
-            from .resample import _design  # the filter's support decides how much input to keep
-
-            self.half_taps = _design(self.up, self.down).half_taps
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # absolute input index of _buf[0]
-        self._n_in = 0
-        self._n_out = 0  # next output index to produce
-
-    @property
-    def delay_seconds(self) -> float:
-        """How far the produced output lags the input: the filter's look-ahead."""
-        return self.half_taps / self.orig_rate if not self.passthrough else 0.0
-
-    def _produce(self, n_end: int) -> np.ndarray:
-        if n_end <= self._n_out:
-            return np.zeros(0, dtype=np.float32)
-        k = self.half_taps
-        base = (self._n_out * self.down) // self.up
-        # A slice must start on a multiple of `down` so its output grid is the global one.
-        a = max(self._buf_start, ((base - k + 1) // self.down) * self.down)
-        if a % self.down:  # _buf_start is always a multiple of down; keep the invariant explicit
-            a -= a % self.down
-        y = resample(self._buf[a - self._buf_start :], self.orig_rate, self.target_rate)
-        m0 = self._n_out - (a * self.up) // self.down
-        out = y[m0 : m0 + (n_end - self._n_out)].copy()
-        self._n_out = n_end
-        # Keep only the input the next outputs can need.
-        nb = (self._n_out * self.down) // self.up
-        keep = max(self._buf_start, ((nb - k + 1) // self.down) * self.down)
-        if keep > self._buf_start:
-            self._buf = self._buf[keep - self._buf_start :]
-            self._buf_start = keep
-        return out
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        """Add input samples; return the output samples that are now final."""
-        x = np.asarray(x, dtype=np.float32).reshape(-1)
-        if self.passthrough:
-            self._n_in += len(x)
-            self._n_out += len(x)
-            return x
-        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x.copy()
-        self._n_in += len(x)
-        avail = self._n_in - self.half_taps  # outputs n need base_n + K <= n_in - 1
-        if avail <= 0:
-            return np.zeros(0, dtype=np.float32)
-        n_end = (avail * self.up - 1) // self.down + 1
-        return self._produce(n_end)
-
-    def flush(self) -> np.ndarray:
-        """The remaining outputs, with zeros after the last input (as the offline resampler)."""
-        if self.passthrough:
-            return np.zeros(0, dtype=np.float32)
-        n_total = -(-self._n_in * self.up // self.down)
-        return self._produce(n_total)
 
 
 @dataclass(frozen=True)
@@ -269,6 +199,7 @@ class StreamDecision:
     position: int  # stream position when the decision was made
     inference_ms: float  # model time spent at the trigger (windows not scored before)
     thresholds: dict[str, float] = field(default_factory=dict)
+    speech: Optional[dict[str, Any]] = None  # the speech-presence evidence, when checked
 
     def to_record(self) -> dict[str, Any]:
         sr = float(self.sample_rate)
@@ -276,8 +207,8 @@ class StreamDecision:
             "start": round(self.start / sr, 4),
             "end": round(self.end / sr, 4),
             "decision": self.decision,
-            "score": self.score,
-            "llr": self.llr,
+            "score": self.score if math.isfinite(self.score) else None,
+            "llr": self.llr if math.isfinite(self.llr) else None,
             "state": self.state,
             "thresholds": dict(self.thresholds),
             "combine": self.combine,
@@ -286,6 +217,7 @@ class StreamDecision:
             "speech_s": round(self.speech_samples / sr, 3),
             "speech_end": None if self.speech_end is None else round(self.speech_end / sr, 4),
             "inference_ms": round(self.inference_ms, 3),
+            **({} if self.speech is None else {"speech": self.speech}),
         }
 
 
@@ -303,8 +235,10 @@ class StreamGate:
         policy: Optional[GatePolicy] = None,
         vad_config: Optional[VadConfig] = None,
         min_seconds: float = 0.5,
+        require_speech: bool = True,
     ) -> None:
         self.policy = policy or GatePolicy()
+        self.require_speech = bool(require_speech)
         mode = self.policy.mode or rule.mode
         self.rule = WindowRule(window=rule.window, hop=self.policy.hop or rule.hop, mode=mode,
                                combine=self.policy.combine or rule.combine)
@@ -331,6 +265,7 @@ class StreamGate:
         self._scored: dict[int, float] = {}  # absolute window start -> raw score (mode all)
         self._waiting: Optional[str] = None  # trigger held until the first window fills
         self.decisions = 0
+        self.refusals = 0  # segments refused by the speech-presence check
         self.inference_ms_total = 0.0
 
     # -- construction ---------------------------------------------------------------------
@@ -340,7 +275,8 @@ class StreamGate:
         """A gate that scores with a :class:`~edge_detector.detector.Detector` and its bundle's rules."""
         b = detector.bundle
         return cls(detector.score_windows, b.calibrate, b.accept_threshold, b.reject_threshold, b.window_rule,
-                   sample_rate=b.sample_rate, policy=policy, vad_config=vad_config, min_seconds=b.min_seconds)
+                   sample_rate=b.sample_rate, policy=policy, vad_config=vad_config, min_seconds=b.min_seconds,
+                   require_speech=getattr(detector, "require_speech", True))
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _flag_slot(self, frame_index: int) -> int:
@@ -457,6 +393,10 @@ class StreamGate:
     def _decide(self, s: int, e: int, kind: str) -> StreamDecision:
         W = self.rule.window
         seg = self.ring.read(s, e)
+        if self.require_speech:
+            ev = judge(seg[:W] if self.rule.mode == "first" else seg, self.sample_rate)
+            if not ev.speech:
+                return self._refuse(s, e, kind, ev.to_dict())
         if self.rule.mode == "first" or len(seg) <= W:
             rel = [0]
             wins = [(s, min(e, s + W))]
@@ -490,11 +430,27 @@ class StreamGate:
             inference_ms=inf_ms, thresholds={"accept": self.accept, "reject": self.reject},
         )
         self.decisions += 1
-        # The next segment starts where this one ended (at once if speech goes on).
+        self._next_segment(e)
+        return result
+
+    def _next_segment(self, e: int) -> None:
+        """After a decision (or a refusal) ending at ``e``: the next segment starts there (at once if speech goes on)."""
         self.origin = e
         self._waiting = None
         self._scored.clear()
         self.seg_start = e if self.vad.in_speech else None
+
+    def _refuse(self, s: int, e: int, kind: str, evidence: dict[str, Any]) -> StreamDecision:
+        """A ``not_speech`` decision: no score, the latch unchanged; the stream goes on after ``e``."""
+        nan = float("nan")
+        result = StreamDecision(
+            start=s, end=e, sample_rate=self.sample_rate, windows=[], score=nan, llr=nan, decision=NOT_SPEECH,
+            state=self.latch.state, combine="none", trigger=kind, speech_samples=self.speech_in(s, e),
+            speech_end=self.last_speech_end(s, e), position=self.position, inference_ms=0.0,
+            thresholds={"accept": self.accept, "reject": self.reject}, speech=evidence,
+        )
+        self.refusals += 1
+        self._next_segment(e)
         return result
 
     def finish(self) -> Optional[StreamDecision]:

@@ -70,6 +70,13 @@ def make_windows(x: np.ndarray, rule: WindowRule) -> tuple[np.ndarray, list[int]
     return batch, starts
 
 
+def scored_audio(x: np.ndarray, rule: WindowRule) -> np.ndarray:
+    """The samples the rule's windows cover, untiled: the first ``window`` samples (or fewer) for
+    "first", everything for "all". What the speech-presence check judges before the model runs."""
+    x = np.asarray(x)
+    return x[: rule.window] if rule.mode == "first" else x
+
+
 def combine_scores(scores: Sequence[float], rule: str) -> float:
     """Combine per-window scores: mean, median, or min (the most spoof-like window wins)."""
     arr = np.asarray(scores, dtype=np.float64)

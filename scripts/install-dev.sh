@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in portaudio19-dev libasound2-plugins alsa-utils pulseaudio pulseaudio-utils; do
+# espeak-ng: synthetic speech for the sanity-set tests (tests/test_speech_presence.py; skipped without it).
+for pkg in portaudio19-dev libasound2-plugins alsa-utils pulseaudio pulseaudio-utils espeak-ng; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -15,7 +16,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}") >&2 \
       || echo "warning: could not install ${need_apt[*]}; microphone tests will be skipped" >&2
   else
-    echo "warning: missing ${need_apt[*]} (needs root + apt); microphone tests will be skipped" >&2
+    echo "warning: missing ${need_apt[*]} (needs root + apt); microphone and espeak-ng tests will be skipped" >&2
   fi
 fi
 

@@ -48,10 +48,10 @@ def mixed(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("mixed")
     x = speechlike(2.0, seed=21)
     write(d / "good16.wav", x, subtype="PCM_16")
-    six = np.stack([speechlike(2.0, seed=30 + k) * (0.5 + 0.1 * k) for k in range(6)], axis=1)
+    six = np.stack([speechlike(2.0, seed=30) * (0.5 + 0.1 * k) for k in range(6)], axis=1)  # one voice, 6 gains
     write(d / "six.wav", six, subtype="FLOAT")
     write(d / "u8.wav", x, subtype="PCM_U8")
-    write(d / "s24.wav", buzzy(2.5, seed=4), subtype="PCM_24")
+    write(d / "s24.wav", speechlike(2.5, seed=4), subtype="PCM_24")
     write(d / "float.wav", speechlike(1.2, seed=22), subtype="FLOAT")
     write(d / "r8k.wav", speechlike(2.0, sr=8000, seed=23), sr=8000, subtype="PCM_16")
     write(d / "r48k.flac", speechlike(2.0, sr=48000, seed=24), sr=48000, subtype="PCM_16")

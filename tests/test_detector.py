@@ -37,16 +37,18 @@ def test_score_array_equals_score_file(detector, tmp_path):
     assert from_file.windows == from_array.windows
     assert from_file.decision == from_array.decision
     assert from_file.duration == pytest.approx(3.0)
-    assert from_file.extra == {"source_rate": 44100, "source_channels": 1}
+    assert {k: v for k, v in from_file.extra.items() if k != "speech"} == {"source_rate": 44100, "source_channels": 1}
+    assert from_file.extra["speech"] == from_array.extra["speech"] and from_file.extra["speech"]["speech"]
 
 
 def test_score_samples_is_the_first_window_score(detector):
     x = buzzy(2.0, seed=3)
+    detector = Detector(detector.bundle, detector.settings, require_speech=False)  # a buzz: the model alone
     r = detector.score_samples(x, source="buzz")
     assert len(r.windows) == 1 and r.combine == "single"
     tiled = np.tile(x, 3)[:W]
     assert r.score == pytest.approx(float(detector.score_windows(tiled[None])[0]), abs=1e-6)
-    assert r.calibrated == pytest.approx(detector.bundle.calibrate(r.score))
+    assert r.calibrated == pytest.approx(r.score + np.log(2.0))  # uncalibrated bundle: log P(bona fide) - log 0.5
 
 
 def test_windows_all_on_12_seconds(detector, twelve_seconds):

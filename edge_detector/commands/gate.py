@@ -25,6 +25,8 @@ Exit codes (0 only on accept; every error fails closed):
    4  uncertain     between the two thresholds
    5  bad audio     cannot read the file, undecodable, empty, silent, too short/long, NaN/Inf
    6  missing file
+  13  not speech    no voice in the audio (a tone, buzz, noise, clicks, an offset):
+                    refused before the model is asked
    7  bad bundle    missing, tampered (sha256), unknown format, a manifest value out of range,
                     model load failure, model inputs/outputs that do not fit the manifest
    8  bad profile

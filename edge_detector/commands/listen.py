@@ -19,10 +19,11 @@ from ..errors import (
     EdgeDetectorError,
     ExitCode,
     NoSpeechError,
+    NotSpeechError,
     ProfileError,
 )
 from ..records import DECISION_CODES
-from ..stream import RULE_TEXT, GatePolicy, StreamDecision, StreamGate
+from ..stream import NOT_SPEECH, RULE_TEXT, GatePolicy, StreamDecision, StreamGate
 from ._common import build_detector, emit, exit_with, log, runtime_options
 #: --seconds for --once when not given: a gate must not wait forever.
 DEFAULT_ONCE_SECONDS = 20.0
@@ -44,6 +45,8 @@ Exit codes with --once (0 only on accept; every error fails closed):
                     gate.uncertain = "reject")
    4  uncertain     between the two thresholds
   11  no speech     --seconds ran out before --min-speech seconds of speech
+  13  not speech    --seconds ran out and what was heard held no speech (a tone, a
+                    buzz, noise, clicks: refused before the model, listening goes on)
    9  no microphone no input device, or --device matches none (list on stderr)
   10  microphone failed  cannot open, stream stopped, device removed
    7  bad bundle    8  bad profile    12  PyAudio missing    1  internal error
@@ -261,6 +264,11 @@ def listen_command(bundle_path: Optional[str], profile: Optional[str], threads: 
         def on_decision(d: StreamDecision, chunk: Any) -> bool:
             nonlocal retries_left
             rec = decision_record(d, chunk, mic, detector, gate, max(position["after"], d.position))
+            if d.decision == NOT_SPEECH:  # refused before the model; a gate keeps listening for a voice
+                final["not_speech"] = rec
+                emit(rec)
+                log(f"{d.start / gate.sample_rate:.2f}-{d.end / gate.sample_rate:.2f} s: not speech; listening on")
+                return False
             if recorder is not None:
                 try:
                     rec["enrolment_file"] = str(recorder.write(gate.ring.read(d.start, d.end), d.decision))
@@ -285,6 +293,9 @@ def listen_command(bundle_path: Optional[str], profile: Optional[str], threads: 
 
         run_listener(mic, gate, max_seconds=limit, on_decision=on_decision, on_chunk=on_chunk)
         if once:
+            if "code" not in final and "not_speech" in final:
+                raise NotSpeechError(f"no speech in {limit:g} s of audio: what was heard was refused "
+                                     f"({gate.refusals} segment(s); see their records)")
             if "code" not in final:
                 heard = gate.speech_samples / gate.sample_rate
                 raise NoSpeechError(f"heard {heard:.1f} s of speech in {limit:g} s of audio; "

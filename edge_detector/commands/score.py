@@ -45,8 +45,11 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
 @click.option("--windows", type=click.Choice(["first", "all"]), default=None,
               help="first: the official first 4.04 s; all: windows over the whole file combined by the "
                    "bundle's rule. Default: what the bundle says.")
+@click.option("--speech-check/--no-speech-check", default=True, show_default=True,
+              help="Refuse audio without speech (error not_speech, exit 13) before the model. Turn off only to "
+                   "evaluate the model alone on a labelled corpus; `gate` and `listen` always check.")
 def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: Optional[str],
-                  threads: Optional[int], fmt: str, windows: Optional[str]) -> None:
+                  threads: Optional[int], fmt: str, windows: Optional[str], speech_check: bool = True) -> None:
     """Score audio FILES (folders are walked; `-` reads standard input once). One line per file on stdout.
 
     A file that cannot be scored gives an error record ({"file", "error", "message",
@@ -55,6 +58,7 @@ def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: O
     """
     try:
         detector = build_detector(bundle_path, profile, threads)
+        detector.require_speech = speech_check
     except EdgeDetectorError as exc:
         fail(exc)
     first_error: Optional[int] = None
