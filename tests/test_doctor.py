@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import warnings
+from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
 from edge_detector.cli import main
-from edge_detector.cpu import cpu_info, parse_cpuinfo
+from edge_detector.cpu import parse_cpuinfo
 from edge_detector.errors import ExitCode
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
@@ -25,8 +28,13 @@ def test_doctor_text_report(tiny_bundle):
     res = doctor("--bundle", str(tiny_bundle), "--runs", "2")
     assert res.exit_code == 0, res.output
     out = res.stdout
-    cpu = cpu_info()
-    assert cpu.model in out and f"{cpu.cores} usable" in out
+    # what the report must say, read here from the system rather than from cpu_info()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert f"{cores} usable / {os.cpu_count()} core(s)" in out
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+    if model:
+        assert f"cpu         {model} [{platform.machine()}]" in out
     assert "dot-product" in out and "VNNI" in out and "AVX2" in out
     for name in ort.get_available_providers():
         assert name in out
@@ -94,7 +102,8 @@ def test_runtime_cpu_fallback_with_gpu_profile(tiny_bundle, tmp_path):
     assert det.session.get_providers() == ["CPUExecutionProvider"]
     assert det.settings.intra_op_threads == 4 and det.settings.allow_spinning is False
     result = det.score_file(write_wav(tmp_path / "s.wav", speechlike(4.5, seed=5)))
-    assert result.provider == "CPUExecutionProvider" and result.decision in ("accept", "reject", "uncertain")
+    assert result.provider == "CPUExecutionProvider"
+    assert result.decision == "accept" and result.calibrated > 0.1  # speech-like: the tiny model leans bona fide
 
 
 def test_parse_cpuinfo_arm_and_x86():
@@ -112,6 +121,12 @@ def test_doctor_reports_which_onnxruntime_builds_are_installed(tiny_bundle):
     from edge_detector.session import installed_onnxruntime_builds
 
     builds = installed_onnxruntime_builds()
+    # pip's own view, read here: every installed distribution whose name is an onnxruntime build
+    from importlib import metadata
+
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+    assert sorted(builds) == sorted(n for n in names if n == "onnxruntime" or n.startswith("onnxruntime-")
+                                    and n != "onnxruntime-extensions")
     assert "onnxruntime" in builds  # this environment has the CPU build
     r = CliRunner().invoke(main, ["doctor", "--bundle", str(tiny_bundle), "--json"])
     doc = json.loads(r.stdout)

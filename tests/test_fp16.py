@@ -107,3 +107,16 @@ def test_jetson_profile_picks_the_fp16_sibling(fp16_pair):
 
     src, out, _ = fp16_pair
     assert load_profile("jetson-orin-nano").resolve_bundle(src) == out
+
+
+def test_fp16_scores_equal_pytorch_within_tolerance(fp16_pair, tiny_model):
+    """fp16 against the PyTorch model (not the fp32 runtime path), on windows built here."""
+    from export.scoring import score_windows
+
+    _, out, _ = fp16_pair
+    signals = [speechlike(2.0, seed=31), buzzy(3.0, seed=32), speechlike(4.5, seed=33, f0=200), buzzy(1.5, seed=34)]
+    windows = np.stack([np.tile(x, 64600 // len(x) + 1)[:64600] for x in signals])
+    want = score_windows(tiny_model, windows)
+    got = Detector(out, SessionSettings(intra_op_threads=1)).score_windows(windows)
+    assert float(np.abs(got - want).max()) <= FP16_TOLERANCE
+    assert np.ptp(want) > 25 * FP16_TOLERANCE  # the tolerance is small against how far scores spread

@@ -60,10 +60,11 @@ def test_runtime_commands_load_no_torch_onnx_scipy(tiny_bundle_master, tmp_path,
     if command == "score":
         assert result["code"] == 0, p.stderr
         rec = json.loads(p.stdout.splitlines()[0])
-        assert rec["decision"] in ("accept", "reject", "uncertain")  # it really ran the model
+        # it really ran the model: speech-like audio, P(bona fide) > 0.5 with the tiny model, thresholds 0/0
+        assert rec["decision"] == "accept" and rec["llr"] > 0.1
         assert result["has_ort"]
     elif command == "gate":
-        assert result["code"] in (0, 3, 4), p.stderr
+        assert result["code"] == 0, p.stderr  # accept, as `score` decides on the same file
         assert json.loads(p.stdout.splitlines()[0])["exit_code"] == result["code"]
     else:
         assert result["code"] == 0, p.stderr
