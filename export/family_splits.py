@@ -121,3 +121,34 @@ def family_split(
         if labels != {"bonafide", "spoof"}:
             raise DataError(f"the {name} side of the family split lacks a class (has {sorted(labels) or 'nothing'})")
     return split
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m export.family_splits``: write train / val / test protocols of a family split."""
+    import argparse
+    import json
+
+    from edge_detector.protocol import read_protocol, write_protocol
+
+    ap = argparse.ArgumentParser(description=family_split.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", required=True)
+    ap.add_argument("--sources", required=True, help="SOURCES.tsv (file_id, label, family, corpus columns)")
+    ap.add_argument("--val-families", required=True, help="comma-separated spoof families for checkpoint selection")
+    ap.add_argument("--test-families", required=True, help="comma-separated spoof families for the final report")
+    ap.add_argument("--exclude-corpora", default="", help="comma-separated corpora dropped entirely")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    csv_list = lambda v: [x.strip() for x in v.split(",") if x.strip()]  # noqa: E731
+    sources = read_sources(a.sources)
+    split = family_split(read_protocol(a.protocol), sources, csv_list(a.val_families), csv_list(a.test_families),
+                         exclude_corpora=csv_list(a.exclude_corpora), seed=a.seed)
+    out = Path(a.out)
+    for name in ("train", "val", "test"):
+        write_protocol(getattr(split, name), out / f"{name}.txt")
+    print(json.dumps(split.summary(sources)))
+
+
+if __name__ == "__main__":
+    main()
