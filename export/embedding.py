@@ -197,11 +197,13 @@ def upgrade_bundle(src: Path, out: Path, overwrite: bool = False) -> Path:
     """
     import copy
     import shutil
+    import tempfile
 
-    from edge_detector.bundle import load_bundle, write_manifest
+    from edge_detector.bundle import load_bundle
+    from edge_detector.commands.calibrate import _write_copy
     from edge_detector.detector import WindowScorer
     from edge_detector.head import EmbeddingScorer
-    from edge_detector.output_dir import check_output_dir, publish_dir, staging_dir
+    from edge_detector.output_dir import check_output_dir
     from edge_detector.session import make_session
 
     from .onnx_meta import add_onnx_metadata
@@ -209,11 +211,9 @@ def upgrade_bundle(src: Path, out: Path, overwrite: bool = False) -> Path:
     bundle = load_bundle(src)
     out = check_output_dir(out, overwrite, inputs=[bundle.path])
     m = copy.deepcopy(bundle.manifest)
-    stage = staging_dir(out, prefix=".upgrade-")
-    try:
-        for name in m["files"]:
-            shutil.copy2(bundle.path / name, stage / name)
-        model_path = stage / m["onnx"]["file"]
+    with tempfile.TemporaryDirectory(prefix="upgrade-") as tmp:
+        model_path = Path(tmp) / m["onnx"]["file"]
+        shutil.copy2(bundle.model_path, model_path)
         head = add_embedding_output(model_path)
         base = WindowScorer(make_session(model_path), m["onnx"]["input"], m["onnx"]["output"], bundle.frontend,
                             max_batch=8, where=str(model_path))
@@ -230,10 +230,5 @@ def upgrade_bundle(src: Path, out: Path, overwrite: bool = False) -> Path:
                              "parity": {"n": 6, "max_abs_diff_head_score": d_head, "max_abs_diff_embedding": None,
                                         "reference": "none (no checkpoint): head vs the graph's own score only"}})
         add_onnx_metadata(model_path, m)
-        write_manifest(stage, m)
-        load_bundle(stage)
-        publish_dir(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+        _write_copy(bundle, m, str(out), extra={model_path.name: model_path.read_bytes()}, prefix=".upgrade-")
     return out
