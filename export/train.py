@@ -317,13 +317,8 @@ class Trainer:
             if self.cfg.contrastive_weight > 0:
                 loss = loss + self.cfg.contrastive_weight * supervised_contrastive(
                     emb, yb, self.cfg.contrastive_temperature)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-            _progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}", b + 1, steps, t0, f"loss {np.mean(losses):.4f}")
-        print(file=sys.stderr)
-        return float(np.mean(losses)) if losses else float("nan")
+            self._optimise(loss, losses, b + 1, steps, t0)
+        return _epoch_loss(losses)
 
     def train_epoch(self) -> float:
         if self.cfg.pair_fraction > 0 or self.cfg.nonspeech_fraction > 0:
@@ -354,13 +349,16 @@ class Trainer:
                 loss = F.nll_loss(log_probs, yb, weight=self.loss_weights)
                 if self.teacher is not None and self.cfg.distill_alpha > 0:
                     loss = (1 - self.cfg.distill_alpha) * loss + self.cfg.distill_alpha * self._distill_loss(xb, log_probs)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-            _progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}", b + 1, n_batches, t0, f"loss {np.mean(losses):.4f}")
-        print(file=sys.stderr)
-        return float(np.mean(losses)) if losses else float("nan")
+            self._optimise(loss, losses, b + 1, n_batches, t0)
+        return _epoch_loss(losses)
+
+    def _optimise(self, loss: torch.Tensor, losses: list[float], done: int, total: int, t0: float) -> None:
+        """One optimiser step on ``loss``; records it and updates the progress line."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        losses.append(float(loss.detach()))
+        _progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}", done, total, t0, f"loss {np.mean(losses):.4f}")
 
     def validate(self, scores: Optional[np.ndarray] = None) -> dict:
         """Validation EER, and with a teacher the Spearman correlation of the two models' scores.
@@ -405,6 +403,12 @@ class Trainer:
         (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=2))
         return {"best_val_eer": self.best_eer, "epochs": self.epoch, "history": self.history,
                 "select_by": self.cfg.select_by}
+
+
+def _epoch_loss(losses: list[float]) -> float:
+    """Ends the progress line; the epoch's mean loss (NaN for an empty epoch)."""
+    print(file=sys.stderr)
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def _augment_rng_state(augment_fn) -> Optional[dict]:
