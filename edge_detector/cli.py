@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "devices": "devices:devices_command",
     "serve": "serve:serve_command",
     "adapt": "adapt:adapt_command",
+    "vocode": "vocode:vocode_command",
 }
 
 

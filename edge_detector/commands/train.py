@@ -55,6 +55,22 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
 @click.option("--gru-hidden", type=int, default=1024, show_default=True)
 @click.option("--gru-layers", type=int, default=3, show_default=True)
 @click.option("--fc1-dim", type=int, default=1024, show_default=True)
+@click.option("--vocoded", "vocoded_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="rawnet2: output folder of `edge-detect vocode`; copies of the training bona fide files are "
+                   "added as spoofs and paired with their sources (copies of other files are left out).")
+@click.option("--pair-fraction", type=click.FloatRange(0, 1), default=None,
+              help="rawnet2: share of each batch made of (bona fide, vocoded copy) pairs under one recording "
+                   "condition [default: 0.5 with --vocoded, else 0].")
+@click.option("--contrastive-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="rawnet2: weight of the supervised contrastive term on the utterance embeddings.")
+@click.option("--nonspeech-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="rawnet2: share of each batch made of synthetic non-speech signals labelled spoof.")
+@click.option("--condition-augment/--no-condition-augment", default=True, show_default=True,
+              help="rawnet2: rooms, MP3/Vorbis/Opus, G.711 telephone band and noise on both classes alike.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="rawnet2 pair-aware training: batches per epoch (0 = one pass over the training files).")
+@click.option("--fft-frontend/--direct-frontend", default=False, show_default=True,
+              help="rawnet2: run the fixed sinc bank as an FFT convolution while training (same output, faster).")
 @click.option("--gmm-components", type=click.IntRange(min=1), default=512, show_default=True,
               help="lfcc-gmm: Gaussian components per class (the baseline's 512).")
 @click.option("--gmm-iter", type=click.IntRange(min=1), default=10, show_default=True,
@@ -69,7 +85,9 @@ def train_command(model: str, protocol_path: str, audio_dir: str, out_dir: str, 
                   distill_from: Optional[str], distill_alpha: float, distill_temperature: float,
                   distill_loss: str, distill_mix: float, select_by: str, seed: int, threads: int, cache_dir: Optional[str], sinc_filters: int, stage2_channels: int,
                   gru_hidden: int, gru_layers: int, fc1_dim: int, heldout_protocol: Optional[str],
-                  gmm_components: int, gmm_iter: int, gmm_max_frames: int) -> None:
+                  gmm_components: int, gmm_iter: int, gmm_max_frames: int, vocoded_dir: Optional[str],
+                  pair_fraction: Optional[float], contrastive_weight: float, nonspeech_fraction: float,
+                  condition_augment: bool, steps_per_epoch: int, fft_frontend: bool) -> None:
     """Train RawNet2 (official recipe by default, keep the best-validation-EER checkpoint) or LFCC-GMM.
 
     RawNet2 writes OUT/best.pt, OUT/last.pt, OUT/last_state.pt (for --resume),
@@ -110,13 +128,15 @@ TRAINERS = {"rawnet2": _train_rawnet2, "lfcc-gmm": _train_lfcc_gmm}
 def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_sources, exclude_sources, epochs,
          batch_size, lr, weight_decay, class_weights, augment, balanced, source_balanced, channel_augment, freeze_epochs, unfreeze_every, init_ckpt,
          resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim,
-         heldout_protocol=None, **_other_families):
+         heldout_protocol=None, vocoded_dir=None, pair_fraction=None, contrastive_weight=0.0,
+         nonspeech_fraction=0.0, condition_augment=False, steps_per_epoch=0, fft_frontend=False,
+         **_other_families):
     import numpy as np
     import torch
 
     from edge_detector.metrics import compute_eer
     from edge_detector.protocol import csv_values, read_protocol, training_splits
-    from export.dataset import load_corpus
+    from export.dataset import Corpus, load_corpus
     from export.rawnet2 import RawNet2Config, load_checkpoint
     from export.scoring import score_signals
     from export.train import TrainConfig, Trainer, build_model, seed_everything
@@ -133,24 +153,47 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
     everything = list({e.file_id: e for e in train_entries + val_entries + heldout}.values())  # a held-out protocol may reuse val files
     corpus = load_corpus(everything, audio_dir, cache_dir=cache_dir)
     train_set, val_set = corpus.subset(train_entries), corpus.subset(val_entries)
+    pairs = None
+    if vocoded_dir:
+        from export.pair_training import pair_index
+        from export.vocode import read_pairs
+
+        pair_map = read_pairs(Path(vocoded_dir) / "pairs.tsv")
+        train_ids = {e.file_id for e in train_entries if e.is_bonafide}
+        copies = [e for e in read_protocol(Path(vocoded_dir) / "protocol.txt") if pair_map.get(e.file_id) in train_ids]
+        voc = load_corpus(copies, vocoded_dir, cache_dir=cache_dir)
+        train_set = Corpus(train_set.entries + voc.entries, train_set.signals + voc.signals)
+        pairs = pair_index(train_set.entries, pair_map)
+        log(f"vocoded copies: {len(copies)} of {len(pairs)} training bona fide files")
+    if pair_fraction is None:
+        pair_fraction = 0.5 if pairs else 0.0
+    nonspeech = None
+    if nonspeech_fraction > 0:
+        from export.pair_training import nonspeech_bank
+
+        nonspeech = nonspeech_bank(64, seed)
 
     cw = tuple(float(v) for v in class_weights.split(","))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_weights=cw,
                       seed=seed, augment=augment, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every,
                       threads=threads, balanced_sampling=balanced, source_balanced=source_balanced,
                       **distill_config(distill_from, distill_alpha, distill_temperature, distill_loss,
-                                       distill_mix, select_by))
+                                       distill_mix, select_by),
+                      pair_fraction=pair_fraction, contrastive_weight=contrastive_weight,
+                      nonspeech_fraction=nonspeech_fraction, steps_per_epoch=steps_per_epoch,
+                      fft_frontend=fft_frontend)
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
     from export.augment_channel import build_training_augment
 
-    augment_fn = build_training_augment(augment, channel_augment, seed)
+    augment_fn = build_training_augment(augment, channel_augment, seed, condition=condition_augment)
     from export.teacher import load_teacher  # RawNet2, or AASIST / AASIST-L (the margin of their logits)
 
     teacher = load_teacher(distill_from)[0] if distill_from else None
     try:
-        trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn, teacher=teacher)
+        trainer = Trainer(model, train_set, val_set, out_dir, cfg, augment_fn=augment_fn, teacher=teacher,
+                          pairs=pairs, nonspeech=nonspeech)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if resume_state:
