@@ -272,9 +272,12 @@ main()
 """
 
 
-def run_cli_process(args: list[str]) -> dict[str, Any]:
-    """One fresh ``edge-detect ARGS`` process: wall and CPU ms (spawn → exit), peak RSS, exit code, stdout."""
-    argv = [sys.executable, "-c", _CLI_WITH_PEAK, *args]
+def run_cli_process(args: list[str], wrapper: str = _CLI_WITH_PEAK) -> dict[str, Any]:
+    """One fresh ``edge-detect ARGS`` process: wall and CPU ms (spawn → exit), peak RSS, exit code, stdout.
+
+    ``wrapper`` is the ``python -c`` program that runs the CLI and prints ``PEAK_RSS_KIB``.
+    """
+    argv = [sys.executable, "-c", wrapper, *args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=str(ROOT), env=CHILD_ENV)

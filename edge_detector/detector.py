@@ -151,11 +151,11 @@ class WindowScorer:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-#: Windows per model call in the Detector. Fresh `edge-detect score --windows all` processes on a
-#: 124 s file (this project's 2-core x86 VM, CPU time): 4 windows per call cost about 4 ms per
-#: window and peaked at 99 MiB, 16 per call 5.4 ms and 150 MiB: larger batches make onnxruntime
-#: and the front end touch more fresh memory, and first-touch page faults cost more than
-#: batching saves (benchmarks/results/e2e_speed_batch16.json vs e2e_speed.json).
+#: Windows per model call in the Detector. In a fresh `edge-detect score --windows all` process
+#: a larger batch makes onnxruntime and the front end touch more fresh memory, and the
+#: first-touch page faults cost more than batching saves; 4 overlapping windows still share
+#: most of their front-end work (SincFFTFrontEnd.features_windows). Per-window CPU time and
+#: peak RSS for 1, 4 and 16: benchmarks/results/batch_size.json (benchmarks/batch_size.py).
 DEFAULT_MAX_BATCH = 4
 
 
