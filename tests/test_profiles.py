@@ -175,8 +175,9 @@ def test_variant_resolution(tmp_path):
     assert load_profile("jetson-orin-nano").resolve_bundle(default) == sibling
     # A sibling whose manifest says another variant is not taken.
     _bundle_with_variant(default.with_name(default.name + "-int8"), "fp32")
+    wants_int8 = load_profile(write(tmp_path, MINIMAL + '[bundle]\nvariant = "int8"\n', name="int8.toml"))
     with pytest.warns(ProfileWarning, match="wants bundle variant 'int8'.*using .*variant 'fp32'"):
-        assert load_profile("pi5").resolve_bundle(default) == default
+        assert wants_int8.resolve_bundle(default) == default
     user = load_profile(write(tmp_path, MINIMAL + '[bundle]\nvariant = "int8-symmetric"\n'))
     symmetric = _bundle_with_variant(default.with_name(default.name + "-int8-symmetric"), "int8-symmetric")
     assert user.resolve_bundle(default) == symmetric
