@@ -121,14 +121,17 @@ def bundle_dir(tiny_bundle_master, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bundle_dir, tmp_path_factory):
+    server_tmp = tmp_path_factory.mktemp("server-tmp")  # its TMPDIR: uploads must never land there
     s = Server(["--bundle", str(bundle_dir), "--port", "0", "--max-body-mb", str(MAX_BODY / 2**20),
                 "--concurrency", "1", "--queue", "0", "--timeout", "30", "--max-streams", "1"],
-               tmp_path_factory.mktemp("serve-log"))
+               tmp_path_factory.mktemp("serve-log"), env={"TMPDIR": str(server_tmp)})
     assert s.announce is not None, s.log()
+    at_start = sorted(server_tmp.iterdir())  # onnxruntime writes $TMPDIR/.ses when imported: not ours
     yield s
     code = s.stop()
     assert code == 0, s.log()  # SIGTERM: graceful shutdown, exit 0
     assert "Traceback" not in s.log(), s.log()
+    assert sorted(server_tmp.iterdir()) == at_start  # no temporary files from uploads (multipart included)
 
 
 @pytest.fixture(scope="module")

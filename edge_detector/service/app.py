@@ -61,6 +61,8 @@ log = logging.getLogger("edge_detector.service")
 
 #: Endpoints reachable without the token (they reveal nothing but "up" / "ready").
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Longest client-given name kept for the record's ``file`` field (it is only echoed back).
+MAX_NAME = 255
 
 
 def _utc_now() -> str:
@@ -144,7 +146,7 @@ class ScoringService:
                 body = await read_body(request.stream(), request.headers.get("content-length"),
                                        self.settings.max_body_bytes, deadline)
                 upload = extract_audio(request.headers.get("content-type"), body)
-                source = upload.filename or request.query_params.get("name") or "upload"
+                source = (upload.filename or request.query_params.get("name") or "upload")[:MAX_NAME]
                 result = await self.pool.run(self.detector.score_file, io.BytesIO(upload.data), windows, source,
                                              self.settings.max_seconds, timeout=deadline - time.monotonic(),
                                              slot=slot)
@@ -241,7 +243,7 @@ def create_app(detector: Union[Detector, str, os.PathLike], settings: Optional[S
         status = getattr(exc, "status_code", 500)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
         return JSONResponse({"error": kind, "message": str(getattr(exc, "detail", exc)), "exit_code": 2},
-                            status_code=status)
+                            status_code=status, headers=getattr(exc, "headers", None))
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
