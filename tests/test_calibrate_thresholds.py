@@ -143,3 +143,38 @@ def test_calibrate_refuses_one_class_and_writes_nothing(tiny_bundle, tmp_path):
     assert r.exit_code == 5, r.output
     assert "both classes" in r.stderr and "Traceback" not in r.output
     assert (tiny_bundle / "manifest.json").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- edges mutation testing found unguarded
+
+
+def test_fit_with_a_single_example_per_class_and_its_message():
+    cal = fit_logistic_calibration(np.array([1.0, 2.0]), np.array([0.0]))
+    assert np.isfinite(cal.scale) and cal.scale > 0
+    with pytest.raises(ValueError, match="needs both bona fide and spoofed examples"):
+        fit_logistic_calibration(np.array([1.0]), np.array([]))
+
+
+@pytest.mark.parametrize("target", [1.0, 0.0])
+def test_rate_targets_at_the_ends_of_0_1_are_accepted(target):
+    rng = np.random.default_rng(10)
+    bona, spoof = rng.normal(1.0, 1.0, 50), rng.normal(-1.0, 1.0, 50)
+    th = choose_thresholds(bona, spoof, target_far=target, target_frr=target)
+    assert th["target_far"] == target and th["target_frr"] == target
+
+
+@pytest.mark.parametrize("bad", [1.0000001, 2.0, -0.1, "0.5", None])
+def test_rate_targets_outside_0_1_are_refused_by_name(bad):
+    from edge_detector.calibration import CalibrationError
+
+    with pytest.raises(CalibrationError, match="target_far must be a rate between 0 and 1"):
+        choose_thresholds(np.array([1.0, 2.0]), np.array([0.0, -1.0]), target_far=bad)
+
+
+def test_far_target_of_one_accepts_at_the_lowest_spoof():
+    spoof = np.array([3.0, -2.0, 0.5, 1.0])
+    from edge_detector.calibration import far_threshold, frr_threshold
+
+    assert far_threshold(spoof, 1.0) == -2.0  # every spoof may be accepted: the lowest spoof score
+    assert far_threshold(spoof, 0.0) == np.nextafter(3.0, np.inf)
+    assert frr_threshold(spoof, 0.0) == -2.0 and frr_threshold(spoof, 1.0) == 3.0

@@ -132,3 +132,37 @@ def test_window_rule_validation():
         WindowRule(window=0)
     with pytest.raises(ValueError):
         WindowRule(hop=-1)
+
+
+# --------------------------------------------------------------------------- boundaries mutation testing found unguarded
+
+
+def test_window_starts_never_run_past_the_end():
+    """n - window + 1 a multiple of hop: one more regular start would overrun the signal by a sample."""
+    assert window_starts(14, 10, 5) == [0, 4]
+    for n in range(10, 40):
+        assert all(s + 10 <= n for s in window_starts(n, 10, 5)), n
+
+
+def test_first_mode_uses_the_rules_window_length():
+    x = np.arange(3000, dtype=np.float32)
+    batch, starts = make_windows(x, WindowRule(window=1000, hop=500, mode="first"))
+    assert batch.shape == (1, 1000) and starts == [0] and batch[0, -1] == 999.0
+
+
+def test_smallest_valid_rule_and_the_error_messages():
+    assert WindowRule(window=1, hop=1).window == 1
+    with pytest.raises(ValueError, match="window and hop must be positive"):
+        WindowRule(window=0)
+    with pytest.raises(ValueError, match="window and hop must be positive"):
+        WindowRule(hop=0)
+    with pytest.raises(ValueError, match="window mode must be one of .* got 'middle'"):
+        WindowRule(mode="middle")
+    with pytest.raises(ValueError, match="combine rule must be one of .* got 'max'"):
+        WindowRule(combine="max")
+    with pytest.raises(ValueError, match="cannot tile an empty signal"):
+        tile_to_length(np.zeros(0, np.float32), 5)
+    with pytest.raises(ValueError, match="no window scores to combine"):
+        combine_scores([], "mean")
+    with pytest.raises(ValueError, match="unknown combine rule 'max'"):
+        combine_scores([1.0], "max")
