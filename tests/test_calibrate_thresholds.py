@@ -46,6 +46,17 @@ def test_thresholds_match_brute_force_and_clamp_at_the_eer_point(target_far, tar
     want_reject = min(t_eer, brute_reject(bona, target_frr))
     assert th["accept"] == want_accept and th["reject"] == want_reject
     assert th["eer_threshold"] == t_eer
+    # the rates reported are those of these thresholds under the decision rule (>= accept, < reject)
+    assert th["far_at_accept"] == np.mean(spoof >= want_accept) and th["frr_at_reject"] == np.mean(bona < want_reject)
+    assert th["uncertain_bonafide"] == np.mean((bona >= want_reject) & (bona < want_accept))
+    assert th["uncertain_spoof"] == np.mean((spoof >= want_reject) & (spoof < want_accept))
+    assert (th["target_far"], th["target_frr"]) == (target_far, target_frr)
+
+
+def test_default_targets_are_1_and_5_percent():
+    rng = np.random.default_rng(11)
+    th = choose_thresholds(rng.normal(1.0, 1.0, 200), rng.normal(-1.0, 1.0, 200))
+    assert (th["target_far"], th["target_frr"]) == (0.01, 0.05)
 
 
 def test_loose_targets_are_clamped_to_the_eer_threshold():
