@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "speech-presence check: refusals on a labelled corpus (first-window span, as the gate)",
         "command": f"python benchmarks/speech_presence_dev.py DATA --protocol {args.protocol}",
-        "data": "the project's dev corpus (DATA = ../shared/data/dev); bona fide grouped by corpus, spoofs by family",
+        "data": "the project's dev corpus (DATA: protocol.txt, SOURCES.tsv, audio); bona fide grouped by corpus, spoofs by family",
         "config": vars(SpeechCheckConfig()),
         "bonafide": summary("bonafide"),
         "spoof": summary("spoof"),
