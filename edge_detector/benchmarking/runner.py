@@ -39,7 +39,6 @@ from .accuracy import (clean_json, compare_with_full, join_scores, model_accurac
 from .environment import capture_environment
 from .latency import (INTERLEAVE_BLOCK, WINDOW_SECONDS, bundle_latency_callable, latency_record,
                       measure_bundle_latency, time_interleaved)
-from .probe import synthetic_signal
 from .process import measure_process
 
 __all__ = ["BenchConfig", "run_full_bench", "run_device_only", "bundle_sizes"]
@@ -384,8 +383,25 @@ def run_device_only(bundle_paths: Sequence[str], out_dir: str, cfg: BenchConfig,
     env = capture_environment()
     if audio:
         window = first_window(load_audio(audio, 16000).samples, 64600)
-    else:
-        window = first_window(synthetic_signal(), 64600)
+        return _device_only(bundles, out_dir, cfg, audio, window, env, started, log)
+    # No file given: the make-demo signal (formant-synthesised vowels), written to a temporary
+    # WAV so the cold-start processes decode a file like a real decision. Noise would be
+    # refused by the speech-presence check before the model ever ran.
+    import tempfile
+
+    import soundfile as sf
+
+    from ..sanity import formant_vowels
+
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        demo = str(Path(tmp) / "demo.wav")
+        sf.write(demo, formant_vowels(), 16000, subtype="PCM_16")
+        window = first_window(load_audio(demo, 16000).samples, 64600)
+        return _device_only(bundles, out_dir, cfg, demo, window, env, started, log, input_name="synthetic")
+
+
+def _device_only(bundles, out_dir: str, cfg: BenchConfig, audio: str, window, env, started: float, log: Log,
+                 input_name: Optional[str] = None) -> dict[str, Any]:
     models = []
     for name, b in bundles:
         rec = _bundle_record(name, b)
@@ -399,7 +415,7 @@ def run_device_only(bundle_paths: Sequence[str], out_dir: str, cfg: BenchConfig,
         rec["process"] = procs
     report: dict[str, Any] = {
         **_report_head("device-only", cfg, env),
-        "input": audio or "synthetic noise window (numpy default_rng(12345), 0.1 * N(0, 1))",
+        "input": audio if input_name is None else "make-demo signal (edge_detector.sanity.formant_vowels, 5 s)",
         "models": models,
         "timing": {"total_s": None},
     }

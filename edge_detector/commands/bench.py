@@ -97,7 +97,7 @@ def canonical_command_line(ctx: click.Context) -> str:
               help="Use these full-model scores ('ID SCORE' lines) instead of scoring with the checkpoint "
                    "(e.g. computed on a GPU box); they must cover exactly the protocol's ids.")
 @click.option("--audio", "audio", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Device-only: audio file for the latency window and cold start (default: synthetic noise).")
+              help="Device-only: audio file for the latency window and cold start (default: the make-demo signal, formant-synthesised vowels).")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder for bench.json, bench.md, plots and score files.")
 @click.option("--threads", "threads", default=_default_threads, show_default="1,<usable cores>",
