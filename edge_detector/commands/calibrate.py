@@ -105,7 +105,7 @@ def _fit(src, protocol_path, audio_dir, target_far, target_frr, threads):
     from ..protocol import read_protocol, resolve_audio
     from ..session import SessionSettings
 
-    det = Detector(src, SessionSettings(intra_op_threads=threads))
+    det = Detector(src, SessionSettings(intra_op_threads=threads), require_speech=False)  # calibrates the model itself
     entries = read_protocol(protocol_path)
     paths = resolve_audio(entries, audio_dir)
     scores, labels = [], []
