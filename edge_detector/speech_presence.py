@@ -135,12 +135,42 @@ _LEVEL_SCALE = 2.0 / (NFFT * float(np.sum(_WINDOW ** 2)))
 
 
 def _frames(x: np.ndarray) -> np.ndarray:
-    """``[T, FRAME]`` float64 frames every HOP samples, each with its mean removed, Hann-windowed."""
+    """A read-only ``[T, FRAME]`` view of the frames every HOP samples (zero-padded to one frame)."""
+    x = np.asarray(x, dtype=np.float64)
     if len(x) < FRAME:
         x = np.pad(x, (0, FRAME - len(x)))
-    f = np.lib.stride_tricks.sliding_window_view(np.asarray(x, dtype=np.float64), FRAME)[::HOP]
-    f = f - f.mean(axis=1, keepdims=True)
-    return f * _WINDOW
+    return np.lib.stride_tricks.sliding_window_view(x, FRAME)[::HOP]
+
+
+CHUNK_FRAMES = 64
+"""Frames analysed at once: the FFT work arrays stay ~2 MB instead of ~25 MB for a 4 s block."""
+
+
+def _frame_features(view: np.ndarray, lag_min: int, lag_max: int) -> tuple[np.ndarray, ...]:
+    """Per frame of ``view`` (mean removed, Hann window): level (dBFS), voicing strength, pitch lag,
+    the share of band energy within +-3 bins of the spectral peak, and LPC cepstrum c1..c12."""
+    fr = view - view.mean(axis=1, keepdims=True)
+    fr *= _WINDOW
+    spec = np.fft.rfft(fr, NFFT, axis=1)
+    power = spec.real ** 2 + spec.imag ** 2
+    del spec
+    bp = np.where(_BAND, power, 0.0)
+    del power
+    total = bp.sum(axis=1)
+    level = 10.0 * np.log10(_LEVEL_SCALE * total + 1e-20)
+    # LPC of the band power (80 Hz high-pass, same as the level), then the whitened residual.
+    r = np.fft.irfft(bp, NFFT, axis=1)[:, : LPC_ORDER + 1]
+    r[:, 0] = r[:, 0] * (1.0 + 1e-4) + 1e-12  # white-noise correction (-40 dB): a stable inverse filter
+    a = _levinson(r, LPC_ORDER)
+    inv = np.fft.rfft(a, NFFT, axis=1)
+    resid = np.where(_PITCH_BAND, bp * (inv.real ** 2 + inv.imag ** 2), 0.0)
+    ac = np.fft.irfft(resid, NFFT, axis=1)[:, :FRAME]
+    ac = ac / np.maximum(ac[:, :1], 1e-30) / np.maximum(_WIN_AC, 1e-3)
+    strength, lag = _pick_pitch(ac, lag_min, lag_max)
+    peak = np.argmax(bp, axis=1)
+    cols = np.clip(peak[:, None] + np.arange(-3, 4)[None, :], 0, bp.shape[1] - 1)
+    share = np.take_along_axis(bp, cols, axis=1).sum(axis=1) / np.maximum(total, 1e-30)
+    return level, strength, lag, share, _lpc_cepstrum(a, CEPSTRUM)
 
 
 def _levinson(r: np.ndarray, order: int) -> np.ndarray:
@@ -201,11 +231,11 @@ def speech_evidence(x: np.ndarray, config: Optional[SpeechCheckConfig] = None, s
     Returns a :class:`SpeechEvidence`; ``speech`` is True only when every cue passes.
     """
     cfg = config or SpeechCheckConfig()
-    fr = _frames(np.asarray(x, dtype=np.float64).reshape(-1))
-    spec = np.fft.rfft(fr, NFFT, axis=1)
-    power = spec.real ** 2 + spec.imag ** 2
-    band_ms = _LEVEL_SCALE * power[:, _BAND].sum(axis=1)
-    level = 10.0 * np.log10(band_ms + 1e-20)
+    lag_min = int(math.floor(SAMPLE_RATE / cfg.f0_max))
+    lag_max = int(math.ceil(SAMPLE_RATE / cfg.f0_min))
+    view = _frames(np.asarray(x).reshape(-1))
+    parts = [_frame_features(view[i : i + CHUNK_FRAMES], lag_min, lag_max) for i in range(0, len(view), CHUNK_FRAMES)]
+    level, strength, lag, share, ceps_all = (np.concatenate(c) for c in zip(*parts))
     top = float(np.percentile(level, 95))
     failed: list[str] = []
     if top < cfg.min_level_db:
@@ -217,18 +247,6 @@ def speech_evidence(x: np.ndarray, config: Optional[SpeechCheckConfig] = None, s
     if dynamic < cfg.min_dynamic_db:
         failed.append("rhythm")
 
-    # LPC of the band power (80 Hz high-pass, same as the level), then the whitened residual.
-    bp = np.where(_BAND, power, 0.0)
-    r = np.fft.irfft(bp, NFFT, axis=1)[:, : LPC_ORDER + 1]
-    r[:, 0] = r[:, 0] * (1.0 + 1e-4) + 1e-12  # white-noise correction (-40 dB): a stable inverse filter
-    a = _levinson(r, LPC_ORDER)
-    inv = np.fft.rfft(a, NFFT, axis=1)
-    resid = np.where(_PITCH_BAND, bp * (inv.real ** 2 + inv.imag ** 2), 0.0)
-    ac = np.fft.irfft(resid, NFFT, axis=1)[:, :FRAME]
-    ac = ac / np.maximum(ac[:, :1], 1e-30) / np.maximum(_WIN_AC, 1e-3)
-    lag_min = int(math.floor(SAMPLE_RATE / cfg.f0_max))
-    lag_max = int(math.ceil(SAMPLE_RATE / cfg.f0_min))
-    strength, lag = _pick_pitch(ac, lag_min, lag_max)
     voiced = active & (strength >= cfg.voicing_threshold)
     n_active = int(active.sum())
     n_voiced = int(voiced.sum())
@@ -244,18 +262,11 @@ def speech_evidence(x: np.ndarray, config: Optional[SpeechCheckConfig] = None, s
         spread, median_f0 = 0.0, 0.0
     if spread < cfg.min_pitch_spread:
         failed.append("pitch")
-    if n_voiced:
-        vb = bp[voiced]
-        peak = np.argmax(vb, axis=1)
-        cols = np.clip(peak[:, None] + np.arange(-3, 4)[None, :], 0, vb.shape[1] - 1)
-        near = np.take_along_axis(vb, cols, axis=1).sum(axis=1)
-        tonality = float(np.median(near / np.maximum(vb.sum(axis=1), 1e-30)))
-    else:
-        tonality = 1.0
+    tonality = float(np.median(share[voiced])) if n_voiced else 1.0
     if tonality > cfg.max_tonality:
         failed.append("tonal")
 
-    ceps = _lpc_cepstrum(a, CEPSTRUM)[active]
+    ceps = ceps_all[active]
     if len(ceps):
         d = ceps - np.median(ceps, axis=0)
         change = float(np.mean(_CEPS_DB * np.sqrt(np.sum(d * d, axis=1))))
