@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import numpy as np
 
@@ -250,12 +250,16 @@ class Detector:
         return self.score_samples(x, source=source, windows=windows, started=t0)
 
     def score_file(self, path: Union[str, os.PathLike, BinaryIO], windows: Optional[str] = None,
-                   source: Optional[str] = None, max_seconds: Optional[float] = None) -> DetectionResult:
+                   source: Optional[str] = None, max_seconds: Optional[float] = None,
+                   on_scored: Optional[Callable[[np.ndarray, DetectionResult], None]] = None) -> DetectionResult:
         """Decode a file with the shared preprocessing and decide on it.
 
         ``path`` may be a seekable binary file object (an upload held in memory), named
         ``source`` in the record and messages. ``max_seconds`` may only lower the
-        bundle's own duration limit. Raises AudioError / MissingFileError subclasses.
+        bundle's own duration limit. ``on_scored(samples, result)``, when given, is called
+        after a decision with the float32 mono samples the windows covered (the first
+        window's span, or all decoded audio for "all"; :func:`scored_audio`), e.g. to keep
+        them as enrolment audio. Raises AudioError / MissingFileError subclasses.
         """
         t0 = time.perf_counter()
         name = source if source is not None else str(path)
@@ -271,4 +275,6 @@ class Detector:
             result.extra["decoded_seconds"] = round(len(decoded.samples) / self.bundle.sample_rate, 4)
         result.extra["source_rate"] = decoded.source_rate
         result.extra["source_channels"] = decoded.source_channels
+        if on_scored is not None:
+            on_scored(scored_audio(decoded.samples, rule), result)
         return result

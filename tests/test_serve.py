@@ -427,6 +427,91 @@ def test_a_stalled_upload_gets_408_and_frees_its_slot(token_server):
     assert r.status_code == 200, r.text
 
 
+# -- serve --record-enrolment (opt-in) -------------------------------------------------------
+@pytest.fixture(scope="module")
+def enrol_server(bundle_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("enrol") / "mine"  # created by the server
+    s = Server(["--bundle", str(bundle_dir), "--port", "0", "--record-enrolment", str(folder)],
+               tmp_path_factory.mktemp("serve-log"))
+    assert s.announce is not None, s.log()
+    s.folder = folder
+    yield s
+    assert s.stop() == 0, s.log()
+    assert "Traceback" not in s.log(), s.log()
+
+
+def _enrolled(folder: Path) -> tuple[list[Path], list]:
+    from edge_detector.protocol import read_protocol
+
+    wavs = sorted(folder.glob("enrol-*.wav"))
+    return wavs, (read_protocol(folder / "protocol.txt") if (folder / "protocol.txt").exists() else [])
+
+
+def test_record_enrolment_keeps_what_the_gate_decided_on_and_nothing_else(enrol_server, detector, speech_wav):
+    folder, url = enrol_server.folder, enrol_server.url
+    assert _enrolled(folder) == ([], [])
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(32000) / 16000)
+    for content, kind in ((wav_bytes(tone), "not_speech"), (os.urandom(4000), "unreadable_audio")):
+        r = httpx.post(f"{url}/v1/gate", content=content, headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 422 and r.json()["error"] == kind and "enrolment_file" not in r.json(), r.text
+    assert _enrolled(folder) == ([], [])  # refusals and errors are never kept
+
+    r = httpx.post(f"{url}/v1/gate", content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["decision"] == detector.score_file(speech_wav).decision
+    wavs, protocol = _enrolled(folder)
+    assert [str(w) for w in wavs] == [rec["enrolment_file"]]
+    assert [(e.speaker, e.file_id, e.label) for e in protocol] == [("enrolment", wavs[0].stem, "bonafide")]
+    kept, sr = sf.read(str(wavs[0]), dtype="float32")
+    scored = detector.score_file(speech_wav)  # the first window's span of the decoded upload, at the model rate
+    assert sr == 16000 and kept.ndim == 1 and len(kept) == round(scored.windows[0]["end"] * sr)
+    again = detector.score_array(kept, sr)  # the kept audio is what was scored (16-bit WAV: within rounding)
+    assert again.calibrated == pytest.approx(rec["llr"], abs=0.05)
+
+    every = httpx.post(f"{url}/v1/score?windows=all", content=speech_wav.read_bytes(),
+                       headers={"Content-Type": "audio/wav"}).json()
+    kept_all, _ = sf.read(every["enrolment_file"], dtype="float32")
+    assert len(kept_all) == round(every["duration"] * 16000)  # windows=all: the whole decoded audio
+    assert len(_enrolled(folder)[1]) == 2
+
+
+def test_record_enrolment_keeps_each_stream_segment_decided_on(enrol_server):
+    folder = enrol_server.folder
+    before = set(_enrolled(folder)[0])
+    gap = np.zeros(16000, np.float32)
+    speech = np.concatenate([gap, speechlike(4.0, seed=21), gap, speechlike(4.0, seed=22), *[gap] * 12])
+    with ws_client.connect(f"{enrol_server.ws_url}/v1/stream?rate=16000", open_timeout=30) as ws:
+        json.loads(ws.recv(timeout=30))
+        ws.send(pcm16(speech).tobytes())  # one 22 s message: far more than the gate's ring holds
+        ws.send(json.dumps({"event": "end"}))
+        decided = [m for m in collect(ws) if m["event"] == "decision" and m["decision"] != "not_speech"]
+    assert decided, "the test audio must give a decision"
+    wavs, protocol = _enrolled(folder)
+    assert sorted(m["enrolment_file"] for m in decided) == sorted(str(w) for w in set(wavs) - before)
+    assert len(protocol) == len(wavs) and {e.label for e in protocol} == {"bonafide"}
+    for m in decided:
+        assert len(sf.read(m["enrolment_file"])[0]) == round((m["end"] - m["start"]) * 16000)
+
+
+def test_record_enrolment_failure_changes_neither_decision_nor_status(enrol_server, detector, speech_wav):
+    folder = enrol_server.folder
+    folder.rename(folder.with_name("moved"))  # the folder is now a file: every write fails
+    folder.write_text("not a folder")
+    r = httpx.post(f"{enrol_server.url}/v1/gate", content=speech_wav.read_bytes(),
+                   headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == detector.score_file(speech_wav).decision and "enrolment_file" not in r.json()
+    wait_for(lambda: "enrolment recording failed" in enrol_server.log(), "the failure in the log")
+
+
+def test_without_record_enrolment_nothing_is_kept(server, speech_wav):
+    before = sorted(Path.cwd().glob("enrol-*.wav"))
+    r = httpx.post(f"{server.url}/v1/gate", content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200 and "enrolment_file" not in r.json()
+    assert sorted(Path.cwd().glob("enrol-*.wav")) == before  # and the server fixture checks its TMPDIR is untouched
+
+
 # -- start-up rules (no server listens in these) ---------------------------------------------
 def test_bad_bundle_exits_7_before_listening(bundle_dir, tmp_path):
     bad = tmp_path / "bad"

@@ -28,6 +28,11 @@ token (--token or $EDGE_DETECT_TOKEN, at least 16 characters), which clients sen
 \b
 Exit codes: 0 stopped by SIGTERM (130: Ctrl-C), 2 bad option / refused address / port in use,
 7 bad bundle (before listening), 8 bad profile, 12 the `serve` extra is missing.
+\b
+--record-enrolment DIR (opt-in, off by default): every utterance decided on
+(accept / uncertain / reject; not errors or not_speech) by /v1/gate, /v1/score or
+/v1/stream is written to DIR as a WAV and listed as bona fide in DIR/protocol.txt,
+for `edge-detect adapt`; the record names it in "enrolment_file".
 See docs/serve.md (systemd unit, limits, metrics).
 """
 
@@ -97,13 +102,17 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
               help="Audio per stream (s); the stream ends with its last decision.")
 @click.option("--windows", type=click.Choice(["first", "all"]), default=None,
               help="Default window rule of /v1/score and /v1/gate (default: the bundle's).")
+@click.option("--record-enrolment", "enrolment_dir", type=click.Path(file_okay=False), default=None,
+              help="Opt-in: write every utterance decided on as a WAV to this folder, listed as bona fide in its "
+                   "protocol.txt, for `edge-detect adapt`. Only your own live voice belongs there.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True)
 def serve_command(bundle_path: Optional[str], profile: Optional[str], threads: Optional[int], host: str, port: int,
                   token: Optional[str], require_token: bool, max_body_mb: float, max_seconds: float,
                   concurrency: int, queue: int, request_timeout: float, max_streams: int,
-                  max_stream_seconds: float, windows: Optional[str], access_log: bool, log_level: str) -> None:
+                  max_stream_seconds: float, windows: Optional[str], access_log: bool, log_level: str,
+                  enrolment_dir: Optional[str] = None) -> None:
     try:
         require_serve_extra()
         from ..service.settings import BindRefusedError, ServiceSettings, check_bind
@@ -116,14 +125,17 @@ def serve_command(bundle_path: Optional[str], profile: Optional[str], threads: O
             settings = ServiceSettings(max_body_bytes=int(max_body_mb * 1024 * 1024), max_seconds=max_seconds,
                                        max_concurrent=concurrency, max_queue=queue, request_timeout=request_timeout,
                                        token=token, windows=windows, max_streams=max_streams,
-                                       max_stream_seconds=max_stream_seconds)
+                                       max_stream_seconds=max_stream_seconds, enrolment_dir=enrolment_dir)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         detector = build_detector(bundle_path, profile, threads)
 
         from ..service.app import create_app
 
-        app = create_app(detector, settings)
+        try:
+            app = create_app(detector, settings)
+        except OSError as exc:  # --record-enrolment: the folder cannot be made
+            raise click.UsageError(f"--record-enrolment: {exc}") from None
         app.state.service.warm_up()  # a model that loads but cannot run fails here (exit 7), before listening
         sock = bind_socket(host, port)
     except EdgeDetectorError as exc:

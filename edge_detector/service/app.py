@@ -30,6 +30,7 @@ import hmac
 import io
 import logging
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional, Union
@@ -46,7 +47,8 @@ from starlette.websockets import WebSocket
 
 from .. import __version__
 from ..bundle import verify_files
-from ..detector import Detector
+from ..detector import DetectionResult, Detector
+from ..enrolment import EnrolmentRecorder
 from ..errors import BundleError, EdgeDetectorError
 from ..records import error_record, gate_error_record, gate_record
 from ..session import SessionSettings
@@ -83,6 +85,30 @@ class ScoringService:
         self.ready = False
         # load_bundle verified every sha256 when the Detector was built.
         self.verification: dict[str, Any] = {"verified": True, "problem": None, "checked_at": _utc_now()}
+        # Opt-in (serve --record-enrolment): raises OSError when the folder cannot be made.
+        self.recorder = (EnrolmentRecorder(settings.enrolment_dir, b.sample_rate)
+                         if settings.enrolment_dir is not None else None)
+        self._recorder_lock = threading.Lock()  # workers and the event loop share one recorder
+
+    def record_enrolment(self, samples: np.ndarray, decision: str) -> Optional[str]:
+        """Keep float32 mono ``samples`` (model rate) a decision was made on, when recording is on.
+
+        Returns the WAV's path, or None when recording is off or failed (logged: a full
+        disk never changes a decision or a status).
+        """
+        if self.recorder is None:
+            return None
+        try:
+            with self._recorder_lock:
+                return str(self.recorder.write(samples, decision))
+        except Exception as exc:  # OSError, soundfile's errors: the decision stands
+            log.warning("enrolment recording failed: %s", exc)
+            return None
+
+    def _keep_upload(self, samples: np.ndarray, result: DetectionResult) -> None:
+        path = self.record_enrolment(samples, result.decision)
+        if path is not None:
+            result.extra["enrolment_file"] = path
 
     def warm_up(self) -> None:
         """Run one inference (a seeded noise window) so the first request does not pay for it.
@@ -148,8 +174,9 @@ class ScoringService:
                 upload = extract_audio(request.headers.get("content-type"), body)
                 source = (upload.filename or request.query_params.get("name") or "upload")[:MAX_NAME]
                 result = await self.pool.run(self.detector.score_file, io.BytesIO(upload.data), windows, source,
-                                             self.settings.max_seconds, timeout=deadline - time.monotonic(),
-                                             slot=slot)
+                                             self.settings.max_seconds,
+                                             self._keep_upload if self.recorder is not None else None,
+                                             timeout=deadline - time.monotonic(), slot=slot)
             finally:
                 slot.drop()
         except EdgeDetectorError as exc:

@@ -48,6 +48,7 @@ class ServiceSettings:
     max_stream_seconds: float = 600.0  # audio per WebSocket stream
     stream_idle_timeout: float = 30.0  # longest wait for the next stream message
     max_message_bytes: int = 1024 * 1024  # one WebSocket message
+    enrolment_dir: Optional[str] = None  # opt-in: keep every decided utterance here for `edge-detect adapt`
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0 or self.max_message_bytes <= 0:

@@ -39,7 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..audio import to_mono_float
 from ..errors import EdgeDetectorError
-from ..stream import GatePolicy, StreamGate, StreamResampler
+from ..stream import NOT_SPEECH, GatePolicy, StreamGate, StreamResampler
 from .problems import BadRequestError, BusyError, InferenceTimeoutError, RequestTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -186,8 +186,8 @@ async def _run(ws: WebSocket, service: "ScoringService") -> str:
     async def feed(x: np.ndarray) -> None:
         x = x[: max(0, limit - gate.position)]
         if len(x):
-            for d in await service.pool.run(gate.feed, x, timeout=settings.request_timeout):
-                await _send_decision(ws, service, d)
+            for d, kept in await service.pool.run(_feed, service, gate, x, timeout=settings.request_timeout):
+                await _send_decision(ws, service, d, kept)
 
     reason = "client"
     while True:
@@ -203,18 +203,46 @@ async def _run(ws: WebSocket, service: "ScoringService") -> str:
                 break
             raise BadRequestError("text messages after the header must be {\"event\": \"end\"}")
     last = await service.pool.run(gate.finish, timeout=settings.request_timeout)
-    if last is not None:
-        await _send_decision(ws, service, last)
+    if last is not None:  # nothing was fed after it: the ring still holds its segment
+        await _send_decision(ws, service, last, _keep(service, gate, last))
     await ws.send_json({"event": "end", "decisions": gate.decisions, "seconds": gate.position / gate.sample_rate,
                         "reason": reason})
     await ws.close(CLOSE_NORMAL)
     return "ok"
 
 
-async def _send_decision(ws: WebSocket, service: "ScoringService", d: Any) -> None:
+def _keep(service: "ScoringService", gate: StreamGate, d: Any) -> Optional[str]:
+    """With --record-enrolment: keep the segment the model decided on (as `listen` does); its path or None."""
+    if service.recorder is None or d.decision == NOT_SPEECH:
+        return None
+    try:
+        samples = gate.ring.read(d.start, d.end)
+    except ValueError as exc:  # cannot happen when fed as _feed does; a decision is never lost for it
+        log.warning("enrolment recording failed: %s", exc)
+        return None
+    return service.record_enrolment(samples, d.decision)
+
+
+def _feed(service: "ScoringService", gate: StreamGate, x: np.ndarray) -> list[tuple[Any, Optional[str]]]:
+    """``gate.feed(x)`` on a worker thread, each decision with its kept enrolment file (or None).
+
+    With recording on, ``x`` is fed half a second at a time so that every decided segment
+    is still in the gate's ring (which holds the longest segment + a window + 1 s) when
+    it is kept; one message may carry far more audio than that. Decisions do not depend
+    on how the audio is split.
+    """
+    if service.recorder is None:
+        return [(d, None) for d in gate.feed(x)]
+    step = gate.sample_rate // 2
+    return [(d, _keep(service, gate, d)) for i in range(0, len(x), step) for d in gate.feed(x[i : i + step])]
+
+
+async def _send_decision(ws: WebSocket, service: "ScoringService", d: Any, kept: Optional[str] = None) -> None:
     b = service.detector.bundle
     rec = {"event": "decision", **d.to_record(), "position": d.position / d.sample_rate, "model_id": b.model_id,
            "model_sha256": b.model_sha256, "provider": service.detector.provider}
+    if kept is not None:
+        rec["enrolment_file"] = kept
     service.metrics.decision(ENDPOINT, d.decision, d.llr, d.inference_ms)
     await ws.send_json(rec)
 
