@@ -70,6 +70,45 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: Top-level manifest field holding the sha256 of the manifest's own content (see :func:`manifest_digest`).
+MANIFEST_DIGEST_FIELD = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 (hex) of the manifest's canonical JSON without its ``manifest_sha256`` field.
+
+    Canonical form: keys sorted, no whitespace, UTF-8, no NaN. Every writer of a manifest
+    (:func:`write_manifest`: export, calibrate, quantize, fp16, adapt) stores it, and
+    :func:`load_bundle` refuses a manifest whose content no longer matches: a hand edit of
+    a threshold or of the calibration (which would move what the gate accepts) is caught
+    like a changed model file. Tamper-evident, not tamper-proof: whoever can write the
+    folder can recompute it, as they can recompute the files' sha256.
+    """
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST_FIELD}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    h = sha256()
+    h.update(text.encode("utf-8"))
+    return h.hexdigest()
+
+
+def check_manifest_digest(manifest: dict[str, Any], where: str) -> None:
+    """Raise BundleError when the manifest carries a self-checksum its content does not match.
+
+    Manifests written before the field existed carry none and are accepted as they are.
+    """
+    stored = manifest.get(MANIFEST_DIGEST_FIELD)
+    if stored is None:
+        return
+    try:
+        actual = manifest_digest(manifest)
+    except ValueError:  # NaN/Infinity cannot be canonical JSON; validate_manifest names the field first
+        actual = ""
+    if not isinstance(stored, str) or stored != actual:
+        raise BundleError(
+            f"{where}: the manifest was edited by hand (its {MANIFEST_DIGEST_FIELD} does not match its content); "
+            "change calibration or thresholds with `edge-detect calibrate`, or re-export the bundle")
+
+
 def _get(d: dict[str, Any], dotted: str) -> Any:
     cur: Any = d
     for part in dotted.split("."):
@@ -271,6 +310,7 @@ def load_bundle(path: PathLike, verify: bool = True) -> Bundle:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{mpath}: manifest is not valid JSON ({exc})") from None
     validate_manifest(manifest, where=str(mpath))
+    check_manifest_digest(manifest, where=str(mpath))
     bundle = Bundle(p, manifest)
     if verify:
         verify_files(bundle)
@@ -300,11 +340,15 @@ def file_entry(path: PathLike) -> dict[str, Any]:
 
 
 def write_manifest(bundle_dir: PathLike, manifest: dict[str, Any]) -> Path:
-    """Hash every file named in ``manifest['files']``, validate and write ``manifest.json``."""
+    """Hash every file named in ``manifest['files']``, validate, seal and write ``manifest.json``.
+
+    Sealing stores :func:`manifest_digest` as ``manifest_sha256``.
+    """
     d = Path(bundle_dir)
     manifest = dict(manifest)
     manifest["files"] = {name: file_entry(d / name) for name in manifest["files"]}
     validate_manifest(manifest, where=str(d / MANIFEST_NAME))
+    manifest[MANIFEST_DIGEST_FIELD] = manifest_digest(manifest)
     out = d / MANIFEST_NAME
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")

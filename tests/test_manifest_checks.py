@@ -159,3 +159,32 @@ def test_calibration_checks_in_the_library():
         choose_thresholds(np.array([1.0, 2.0]), np.array([-1.0, -2.0]), target_far=-0.5)
     with pytest.raises(CalibrationError, match="target_frr"):
         choose_thresholds(np.array([1.0, 2.0]), np.array([-1.0, -2.0]), target_frr=2.0)
+
+
+@pytest.mark.parametrize("dotted,value", [("thresholds.reject", -60.0), ("calibration.offset", 5.0),
+                                          ("audio.min_seconds", 0.1)])
+def test_a_valid_hand_edit_is_refused_by_the_manifest_checksum(tiny_bundle, tmp_path, dotted, value):
+    """A hand edit that keeps every value valid (here: one that would open the gate) is still caught."""
+    import shutil
+
+    from edge_detector.bundle import MANIFEST_DIGEST_FIELD, manifest_digest
+
+    b = tmp_path / "edited"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    assert m[MANIFEST_DIGEST_FIELD] == manifest_digest(m)  # written sealed
+    edit_manifest(b, dotted, value)
+    with pytest.raises(BundleError, match="edited by hand"):
+        load_bundle(b)
+    audio = tmp_path / "a.wav"
+    write(audio, speechlike(3.0, seed=5))
+    r = CliRunner().invoke(main, ["gate", "--bundle", str(b), str(audio)])
+    assert r.exit_code == ExitCode.BAD_BUNDLE and "edited by hand" in r.stderr
+    # a manifest written before the field existed carries none and still loads
+    m = json.loads((b / "manifest.json").read_text())
+    del m[MANIFEST_DIGEST_FIELD]
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert load_bundle(b).manifest[dotted.split(".")[0]][dotted.split(".")[1]] == value
+    # writing through the project's writer seals it again
+    write_manifest(b, m)
+    assert load_bundle(b).manifest[MANIFEST_DIGEST_FIELD] == manifest_digest(m | {"files": load_bundle(b).manifest["files"]})
