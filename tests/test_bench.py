@@ -188,7 +188,6 @@ def test_interleaved_timing_alternates_blocks_and_counts_runs():
     fns = {name: (lambda n=name: calls.append(n)) for name in ("full", "a", "b")}
     out = time_interleaved(fns, warmup=1, runs=7, block=3, block_warmup=1)
     assert {k: len(v) for k, v in out.items()} == {"full": 7, "a": 7, "b": 7}
-    assert all(np.all(v >= 0) for v in out.values())
     assert calls[:3] == ["full", "a", "b"]  # one warm-up call each
     # then rounds of (1 untimed + up to 3 timed) per model, the last round short
     rounds = calls[3:]
