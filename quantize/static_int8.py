@@ -420,7 +420,7 @@ def quantize_bundle(
             ranked = sorted(per_group, key=lambda gr: (gr[1].eer if gr[1].eer is not None else 0.0,
                                                       gr[1].mean_abs_diff))
             report = {
-                "bundle": str(src.path), "model_id": src.model_id,
+                "bundle": src.path.name, "model_id": src.model_id,  # the folder name: no machine path in a shipped file
                 "evaluation_set": {"protocol": Path(protocol).name, "files": len(evalset),
                                    "bonafide": int(np.sum(evalset.labels == 1)),
                                    "spoof": int(np.sum(evalset.labels == 0)),
