@@ -23,6 +23,9 @@ The vocoders come from maintained libraries where one exists:
   by a pulse train (voiced) or Gaussian noise (unvoiced).
 * ``griffinlim``: phase reconstruction from the STFT magnitude alone (D. Griffin and J. Lim,
   IEEE Trans. ASSP 32(2), 1984), 32 iterations, with PyTorch's STFT.
+* ``lyra`` (needs the model folder, ``lyra_dir``): neural-codec re-synthesis through Lyra v2
+  (:mod:`export.lyra_codec`; SoundStream encoder, residual VQ, LyraGAN decoder) at a bit rate
+  of 3.2, 6 or 9.2 kbps drawn per file from the seed.
 
 Every output is deterministic (the random parts are seeded from the file id and the
 vocoder name), keeps the source's length and loudness (RMS, peak capped at 0.99), and is
@@ -46,7 +49,8 @@ SAMPLE_RATE = 16000
 FRAME_PERIOD_MS = 5.0  # analysis hop of the F0 / envelope vocoders
 HOP = int(SAMPLE_RATE * FRAME_PERIOD_MS / 1000)  # 80 samples
 RECIPE_VERSION = 1  # bump when a vocoder's output changes: cached files are then redone
-VOCODERS = ("world", "mlsa", "lpc", "griffinlim")
+VOCODERS = ("world", "mlsa", "lpc", "griffinlim")  # signal processing: no model files needed
+NEURAL_CODECS = ("lyra",)  # need ``lyra_dir`` (../shared/models/lyra)
 PAIRS_HEADER = "file_id\tsource_file_id\tvocoder\tspeaker\n"
 
 
@@ -135,6 +139,15 @@ _VOCODER_FUNCS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "lpc": vocode_lpc,
     "griffinlim": vocode_griffinlim,
 }
+_KNOWN = VOCODERS + NEURAL_CODECS
+
+
+def vocode_lyra(x: np.ndarray, seed: int, lyra_dir: str | Path) -> np.ndarray:
+    """Lyra v2 re-synthesis at a bit rate drawn from the seed (3.2, 6 or 9.2 kbps)."""
+    from .lyra_codec import QUANTIZERS_BY_KBPS, lyra_resynthesis
+
+    rates = sorted(QUANTIZERS_BY_KBPS)
+    return lyra_resynthesis(x, lyra_dir, rates[seed % len(rates)])
 
 
 def match_level(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -153,24 +166,29 @@ def match_level(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def copy_synthesis(x: np.ndarray, vocoder: str, file_id: str) -> np.ndarray:
+def copy_synthesis(x: np.ndarray, vocoder: str, file_id: str, lyra_dir: Optional[str | Path] = None) -> np.ndarray:
     """Re-synthesise a 16 kHz signal through one vocoder.
 
     Args:
         x: bona fide signal, shape ``(n,)``, 16 kHz, float in [-1, 1].
-        vocoder: one of :data:`VOCODERS`.
+        vocoder: one of :data:`VOCODERS` or :data:`NEURAL_CODECS`.
         file_id: the source's id; seeds the vocoder's random parts (deterministic output).
+        lyra_dir: the Lyra model folder, needed by ``lyra`` only.
     Returns:
         float32 array of shape ``(n,)`` at the source's RMS level.
     Raises:
-        ValueError: unknown vocoder, or a signal too short to analyse (< 0.1 s).
+        ValueError: unknown vocoder, ``lyra`` without ``lyra_dir``, or a signal too short to
+            analyse (< 0.1 s).
     """
-    if vocoder not in _VOCODER_FUNCS:
-        raise ValueError(f"unknown vocoder {vocoder!r}; choose from {', '.join(VOCODERS)}")
+    if vocoder not in _KNOWN:
+        raise ValueError(f"unknown vocoder {vocoder!r}; choose from {', '.join(_KNOWN)}")
+    if vocoder in NEURAL_CODECS and lyra_dir is None:
+        raise ValueError(f"vocoder {vocoder!r} needs its model folder (vocode --lyra-dir)")
     x = np.asarray(x, dtype=np.float64)
     if len(x) < SAMPLE_RATE // 10:
         raise ValueError(f"{file_id}: {len(x) / SAMPLE_RATE:.3f} s is too short to vocode (needs ≥ 0.1 s)")
-    y = _VOCODER_FUNCS[vocoder](x, _seed(file_id, vocoder))
+    seed = _seed(file_id, vocoder)
+    y = vocode_lyra(x, seed, lyra_dir) if vocoder == "lyra" else _VOCODER_FUNCS[vocoder](x, seed)
     return match_level(y, x)
 
 
@@ -200,13 +218,13 @@ def chosen_vocoders(file_id: str, vocoders: Sequence[str], per_file: int) -> lis
     return [vocoders[(start + k) % len(vocoders)] for k in range(per_file)]
 
 
-def _work(args: tuple[str, str, str, Path, Path]) -> tuple[str, str, Optional[str]]:
+def _work(args: tuple[str, str, str, Path, Path, Optional[str]]) -> tuple[str, str, Optional[str]]:
     """One (file, vocoder) job; returns (file_id, vocoder, error or None)."""
     import soundfile as sf
 
     from edge_detector.audio import load_audio
 
-    file_id, vocoder, _speaker, src, out = args
+    file_id, vocoder, _speaker, src, out, lyra_dir = args
     try:
         import torch
 
@@ -215,7 +233,7 @@ def _work(args: tuple[str, str, str, Path, Path]) -> tuple[str, str, Optional[st
         pass
     try:
         x = load_audio(src).samples
-        y = copy_synthesis(x, vocoder, file_id)
+        y = copy_synthesis(x, vocoder, file_id, lyra_dir)
         tmp = out.with_name(out.name + ".tmp.flac")
         sf.write(tmp, y, SAMPLE_RATE, subtype="PCM_16")
         tmp.replace(out)
@@ -232,6 +250,7 @@ def vocode_corpus(
     jobs: int = 1,
     progress: bool = True,
     per_file: int = 0,
+    lyra_dir: Optional[str | Path] = None,
 ) -> dict:
     """Copy-synthesise every bona fide entry through every vocoder into ``out_dir``.
 
@@ -241,13 +260,22 @@ def vocode_corpus(
     ignored. Existing outputs of the same recipe version are reused. ``per_file`` > 0 sends
     each bona fide file through only that many of the vocoders, chosen in rotation from a
     hash of its id (every vocoder gets the same share of files; for a smaller CPU budget).
+    ``lyra_dir`` is the Lyra model folder, needed when ``lyra`` is among the vocoders.
 
     Returns a summary dict (counts, failures with reasons, wall seconds).
-    Raises ValueError for an unknown vocoder; MissingFileError when a source file is missing.
+    Raises ValueError for an unknown vocoder or ``lyra`` without ``lyra_dir``; MissingFileError
+    when a source file is missing; FileNotFoundError / ModuleNotFoundError when the Lyra model
+    folder or the ``ai-edge-litert`` package is missing.
     """
     for v in vocoders:
-        if v not in _VOCODER_FUNCS:
-            raise ValueError(f"unknown vocoder {v!r}; choose from {', '.join(VOCODERS)}")
+        if v not in _KNOWN:
+            raise ValueError(f"unknown vocoder {v!r}; choose from {', '.join(_KNOWN)}")
+    if any(v in NEURAL_CODECS for v in vocoders):
+        if lyra_dir is None:
+            raise ValueError("vocoder 'lyra' needs its model folder (vocode --lyra-dir)")
+        from .lyra_codec import check_model_dir
+
+        lyra_dir = str(check_model_dir(lyra_dir))
     started = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +289,7 @@ def vocode_corpus(
     paths = resolve_audio(bona, Path(audio_dir))
     files = [VocodedFile(vocoded_id(e.file_id, v), e.file_id, v, e.speaker)
              for e in bona for v in chosen_vocoders(e.file_id, vocoders, per_file)]
-    todo = [(f.source_file_id, f.vocoder, f.speaker, paths[f.source_file_id], out / f"{f.file_id}.flac")
+    todo = [(f.source_file_id, f.vocoder, f.speaker, paths[f.source_file_id], out / f"{f.file_id}.flac", lyra_dir)
             for f in files if not (out / f"{f.file_id}.flac").exists()]
     failures: dict[str, str] = {}
     t0 = time.time()
@@ -287,16 +315,38 @@ def vocode_corpus(
             pool.join()
     if progress and todo:
         print(file=sys.stderr)
-    done = [f for f in files if f.file_id not in failures]
+    done = _earlier_copies(out, vocoders) + [f for f in files if f.file_id not in failures]
     write_protocol([ProtocolEntry(f.speaker, f.file_id, system_name(f.vocoder), "spoof") for f in done],
                    out / "protocol.txt")
-    with open(out / "pairs.tsv", "w", encoding="utf-8") as fh:
+    tmp = out / "pairs.tsv.tmp"  # written aside, then renamed: never half a table, never through a hard link
+    with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(PAIRS_HEADER)
         for f in done:
             fh.write(f"{f.file_id}\t{f.source_file_id}\t{f.vocoder}\t{f.speaker}\n")
+    tmp.replace(out / "pairs.tsv")
     return {"bonafide_sources": len(bona), "vocoders": list(vocoders), "written": len(todo) - len(failures),
             "reused": len(files) - len(todo), "failed": failures, "files": len(done),
             "wall_seconds": round(time.time() - started, 1)}
+
+
+def _earlier_copies(out: Path, vocoders: Sequence[str]) -> list[VocodedFile]:
+    """Copies of *other* vocoders listed in an existing ``pairs.tsv`` whose file is still there.
+
+    A second run with other vocoders into the same folder adds to its protocol and pair table
+    instead of dropping what the first run made.
+    """
+    table = out / "pairs.tsv"
+    if not table.exists():
+        return []
+    kept = []
+    with open(table, encoding="utf-8-sig") as fh:
+        for line in fh:
+            cols = line.rstrip("\r\n").split("\t")
+            if len(cols) < 4 or cols[0] == "file_id" or cols[2] in vocoders:
+                continue
+            if (out / f"{cols[0]}.flac").exists():
+                kept.append(VocodedFile(cols[0], cols[1], cols[2], cols[3]))
+    return kept
 
 
 def read_pairs(path: str | Path) -> dict[str, str]:

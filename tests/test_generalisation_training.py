@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,58 @@ def test_vocode_command_writes_pairs_reuses_cache_and_survives_a_bad_file(tmp_pa
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert json.loads(r2.stdout.strip().splitlines()[-1])["reused"] == 4
     assert (out / "b0__voc-world.flac").stat().st_mtime_ns == before
+    # a later run with another vocoder into the same folder adds to the tables and drops nothing;
+    # the pair table is replaced, not written through: a hard-linked copy of the folder keeps its own
+    linked = tmp_path / "voc-copy"
+    linked.mkdir()
+    os.link(out / "pairs.tsv", linked / "pairs.tsv")
+    r3 = subprocess.run(cmd[:-1] + ["mlsa"], capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stderr
+    assert len(read_protocol(out / "protocol.txt")) == 6
+    assert "b1__voc-mlsa\tb1\tmlsa\tA" in (out / "pairs.tsv").read_text().splitlines()
+    assert (linked / "pairs.tsv").read_text().splitlines() == pairs
+
+
+LYRA = Path(__file__).resolve().parents[2] / "shared" / "models" / "lyra"
+
+
+def _need_lyra() -> None:
+    if not (LYRA / "lyragan.tflite").is_file():
+        pytest.skip(f"Lyra v2 model files not found in {LYRA} (the shared models folder is absent)")
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (train extra) is not installed")
+
+
+def test_lyra_resynthesis_is_frame_aligned_deterministic_and_bit_rate_dependent():
+    _need_lyra()
+    from export.lyra_codec import lyra_resynthesis
+    from export.vocode import copy_synthesis
+
+    x = (0.5 * synthesize_vowels(seconds=1.05, sr=SR, seed=3)).astype(np.float32)
+    lo, hi = lyra_resynthesis(x, LYRA, 3.2), lyra_resynthesis(x, LYRA, 9.2)
+    assert lo.shape == hi.shape == x.shape  # 1.05 s = 52.5 frames: the partial frame is padded and cut
+    np.testing.assert_array_equal(lo, lyra_resynthesis(x, LYRA, 3.2))  # fresh state every call
+    assert not np.allclose(lo, hi, atol=1e-3)
+    # a coded copy of the same vowels, in time with them (no delay): the 20 ms envelopes follow each other
+    env = lambda s: np.sqrt(np.mean(s[: len(s) // 320 * 320].reshape(-1, 320) ** 2, axis=1))  # noqa: E731
+    assert np.corrcoef(env(x), env(hi))[0, 1] > 0.8
+    y = copy_synthesis(x, "lyra", "utt7", lyra_dir=LYRA)
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-3)
+    with pytest.raises(ValueError, match="model folder"):
+        copy_synthesis(x, "lyra", "utt7")
+    with pytest.raises(ValueError, match="bit rate"):
+        lyra_resynthesis(x, LYRA, 4.0)
+
+
+def test_vocode_lyra_refuses_a_folder_without_the_model(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (train extra) is not installed")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "b0.wav", _speechlike(0.5, seed=1), SR)
+    write_protocol([ProtocolEntry("A", "b0", "-", "bonafide")], tmp_path / "protocol.txt")
+    r = subprocess.run([sys.executable, "-m", "edge_detector.cli", "vocode", "--protocol", str(tmp_path / "protocol.txt"),
+                        "--audio-dir", str(audio), "--out", str(tmp_path / "voc"), "--vocoders", "lyra",
+                        "--lyra-dir", str(audio)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Lyra model files missing" in r.stderr
 
 
 def test_pair_aware_training_runs_and_pairs_share_crop_and_condition(tmp_path):
