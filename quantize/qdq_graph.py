@@ -18,6 +18,11 @@ Two things the stock quantizer leaves to us:
    non-quantized consumers (residual adds, elementwise GRU ops) the original fp32 tensor.
    The quantized Conv/MatMul/Gemm see exactly the same int8 values as before; the
    other consumers see *less* rounding, never more.
+
+3. **Weight-only int8 where no int8 kernel exists.** onnxruntime's CPU provider has no
+   int8 GRU; :func:`int8_weights_only` stores a GRU op's W and R as int8 behind a
+   DequantizeLinear (4x smaller weights, fp32 compute), and :func:`narrow_conv_groups`
+   names the convolutions too narrow for an int8 kernel to pay.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 #: Ops whose weights static int8 converts by default (the ones that carry the MACs).
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
@@ -88,6 +95,106 @@ def quantizable_groups(model: Any, op_types: Sequence[str] = DEFAULT_OP_TYPES) -
         if g.weight is not None and (len(g.nodes) > 1 or g.op_type == "MatMul"):
             g.name = g.weight
     return out
+
+
+def conv_input_channels(model: Any, group: NodeGroup) -> int | None:
+    """Input channels per group of a Conv group's weight (``W.dims[1]``: [out, in/groups, k...]); None if unknown."""
+    if group.op_type != "Conv" or group.weight is None:
+        return None
+    for init in model.graph.initializer:
+        if init.name == group.weight:
+            return int(init.dims[1]) if len(init.dims) > 1 else None
+    return None
+
+
+def narrow_conv_groups(model: Any, groups: Sequence[NodeGroup], min_channels: int) -> list[NodeGroup]:
+    """Conv groups with fewer than ``min_channels`` input channels per group (kept fp32 for speed).
+
+    Why: a convolution's int8 kernel (QLinearConv) reduces over in_channels x kernel
+    products; for RawNet2's 8-channel stage-1 blocks that is 24, too short for VNNI to pay
+    for the quantize / dequantize / layout passes around it: measured slower than fp32
+    Conv on an AVX-512 VNNI x86 (benchmarks/results/int8_speed.json).
+    """
+    if min_channels <= 0:
+        return []
+    out = []
+    for g in groups:
+        ch = conv_input_channels(model, g)
+        if ch is not None and ch < min_channels:
+            out.append(g)
+    return out
+
+
+#: Recurrent ops whose weights can be stored int8 behind a DequantizeLinear (weight-only):
+#: onnxruntime's CPU provider has no int8 GRU kernel, so the op itself computes in fp32.
+WEIGHT_ONLY_OP_TYPES: tuple[str, ...] = ("GRU",)
+#: Inputs of a GRU holding weights: W [dirs, 3H, in] and R [dirs, 3H, H] (the bias B stays fp32).
+_GRU_WEIGHT_INPUTS = (1, 2)
+
+
+def weight_only_groups(model: Any) -> list[NodeGroup]:
+    """One group per ONNX GRU node whose W and R are initializers used by that node only."""
+    inits = {i.name: i for i in model.graph.initializer}
+    uses: dict[str, int] = defaultdict(int)
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] += 1
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHT_ONLY_OP_TYPES:
+            continue
+        names = [node.input[i] for i in _GRU_WEIGHT_INPUTS if len(node.input) > i]
+        if len(names) != len(_GRU_WEIGHT_INPUTS) or not all(n in inits and uses[n] == 1 for n in names):
+            continue
+        elements = sum(int(np.prod(inits[n].dims)) for n in names)
+        out.append(NodeGroup(name=node.name, op_type=node.op_type, nodes=[node.name], weight=names[0],
+                             weight_elements=elements))
+    return out
+
+
+def int8_weights_only(model: Any, node_names: Iterable[str]) -> dict[str, Any]:
+    """Store the W and R initializers of the named GRU nodes as int8, read through DequantizeLinear.
+
+    Symmetric per-row scales (one per gate row, ``axis=1`` of [dirs, 3H, K]; max |w| / 127
+    over directions and K), zero point 0: ``w ≈ scale[row] * q``, |error| ≤ scale / 2.
+    The GRU receives the dequantized fp32 weight, so only storage (and rounding) changes;
+    onnxruntime runs the DequantizeLinear once per call (it does not constant-fold a DQ
+    in a QDQ model). Modifies ``model`` in place; returns counts and the bytes saved.
+    Raises ValueError for a name that is not a GRU with private W / R initializers.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    wanted = set(node_names)
+    eligible = {g.name for g in weight_only_groups(model)}
+    unknown = wanted - eligible
+    if unknown:
+        raise ValueError(f"not GRU nodes with private weight initializers: {sorted(unknown)}")
+    stats: dict[str, Any] = {"nodes": 0, "weights": 0, "bytes_saved": 0}
+    new_dq = []
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for i in _GRU_WEIGHT_INPUTS:
+            name = node.input[i]
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            scale = (np.abs(w).max(axis=(0, 2)) / 127.0).astype(np.float32)
+            scale[scale == 0] = 1.0
+            q = np.clip(np.rint(w / scale[None, :, None]), -127, 127).astype(np.int8)
+            graph.initializer.remove(inits[name])
+            graph.initializer.extend([numpy_helper.from_array(q, f"{name}_quantized"),
+                                      numpy_helper.from_array(scale, f"{name}_scale"),
+                                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}_zero_point")])
+            new_dq.append(helper.make_node("DequantizeLinear", [f"{name}_quantized", f"{name}_scale",
+                                                                f"{name}_zero_point"], [name],
+                                           name=f"{name}_DequantizeLinear", axis=1))
+            stats["weights"] += 1
+            stats["bytes_saved"] += int(w.size) * 3 - scale.size * 5
+        stats["nodes"] += 1
+    for k, dq in enumerate(new_dq):
+        graph.node.insert(k, dq)
+    return stats
 
 
 def resolve_exclusions(tokens: Iterable[str], groups: Sequence[NodeGroup], all_nodes: Iterable[str]) -> list[str]:

@@ -16,6 +16,12 @@ Recipe, and why:
   products) stay fp32, where int8 would only add rounding and Q/DQ overhead. Gemm
   outputs stay fp32 (QGemm with float output): they feed sigmoid / softplus, and a
   quantized score head would round the score itself to 256 levels.
+- Speed recipe of the shipped int8 sibling (``benchmarks/export_edge_variant.sh``): only
+  Conv (``--op-types Conv``), and only convolutions with >= 16 input channels
+  (``min_conv_channels``; the 8-channel stage-1 ones are slower as QLinearConv than in
+  fp32 on x86 VNNI); the GRU stays onnxruntime's single fp32 GRU op with its weights
+  stored int8 (``gru_weights="int8"``), instead of the unrolled MatMul GRU whose ~500
+  small QDQ nodes made int8 slower than fp32 (numbers: benchmarks/results/int8_speed.json).
 - After quantization, :func:`quantize.qdq_graph.dedicate_qdq` gives each quantized node
   its own Q→DQ pair and hands residual adds / GRU elementwise ops the fp32 tensor: on
   x86 onnxruntime otherwise leaves fanned-out S8 groups in fp32.
@@ -58,15 +64,22 @@ from edge_detector.windows import first_window
 from .qdq_graph import (
     DEFAULT_OP_TYPES,
     NodeGroup,
+    conv_input_channels,
     count_ops,
     dedicate_qdq,
+    int8_weights_only,
     name_unnamed_nodes,
+    narrow_conv_groups,
     quantizable_groups,
     resolve_exclusions,
+    weight_only_groups,
 )
 
 SENSITIVITY_FILE = "sensitivity.json"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: How an ONNX GRU op's weights are stored: "fp32" (untouched) or "int8" (weight-only, see
+#: :func:`quantize.qdq_graph.int8_weights_only`).
+GRU_WEIGHT_MODES = ("fp32", "int8")
 #: Up to this many calibration file ids are listed in the manifest; beyond, a hash.
 _MAX_LISTED_IDS = 256
 
@@ -224,13 +237,17 @@ class QuantOptions:
 class Quantizer:
     """One pre-processed model, one calibration cache, many ``nodes_to_exclude`` variants."""
 
-    def __init__(self, pre_model: Path, work: Path, reader: FeatureReader, options: QuantOptions) -> None:
+    def __init__(self, pre_model: Path, work: Path, reader: FeatureReader, options: QuantOptions,
+                 weight_only_nodes: Sequence[str] = ()) -> None:
         self.pre_model = pre_model
         self.work = work
         self.reader = reader
         self.options = options
+        #: GRU nodes whose weights are stored int8 unless a variant excludes them.
+        self.weight_only_nodes = list(weight_only_nodes)
         self.cache = work / "calibration_cache.json"
         self.qdq_stats: dict[str, int] = {}
+        self.weight_only_stats: dict[str, Any] = {}
 
     def quantize(self, out_path: Path, exclude_nodes: Sequence[str]) -> Path:
         import onnx
@@ -244,9 +261,12 @@ class Quantizer:
             nodes_to_exclude=list(exclude_nodes), calibrate_method=self.options.method(),
             extra_options=self.options.extra_options(), calibration_cache_path=str(self.cache),
         )
-        if self.options.dedicated_qdq:
+        weight_only = [n for n in self.weight_only_nodes if n not in set(exclude_nodes)]
+        if self.options.dedicated_qdq or weight_only:
             model = onnx.load(str(out_path))
-            self.qdq_stats = dedicate_qdq(model, self.options.op_types)
+            if self.options.dedicated_qdq:
+                self.qdq_stats = dedicate_qdq(model, self.options.op_types)
+            self.weight_only_stats = int8_weights_only(model, weight_only)
             onnx.save(model, str(out_path))
         return out_path
 
@@ -311,6 +331,8 @@ def quantize_bundle(
     calibrate_method: str = "minmax",
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     dedicated_qdq: bool = True,
+    min_conv_channels: int = 0,
+    gru_weights: str = "fp32",
     seed: int = 0,
     threads: int = 1,
     overwrite: bool = False,
@@ -321,6 +343,14 @@ def quantize_bundle(
     Evaluation (EER, |Δscore|, decision agreement against the fp32 bundle) runs on
     ``eval_count`` protocol files not used for calibration, or on the calibration files
     themselves when ``eval_count`` is 0 (optimistic; say so in the report).
+
+    ``min_conv_channels``: convolutions with fewer input channels (per group) stay fp32
+    for speed, whatever the accuracy budget says (see
+    :func:`quantize.qdq_graph.narrow_conv_groups`); they are not sensitivity candidates.
+    ``gru_weights="int8"``: an ONNX GRU op's W and R are stored int8 (weight-only,
+    :func:`quantize.qdq_graph.int8_weights_only`); each such GRU is a sensitivity group
+    like a Conv, so the accuracy budget can send it back to fp32.
+    Raises :class:`QuantizationError` (bad option, no audio, nothing to quantize, budget not met).
     """
     _quiet_ort_logging()
     import onnx
@@ -330,6 +360,10 @@ def quantize_bundle(
     out = check_output_dir(out_dir, overwrite, inputs=[bundle_path])
     if calibrate_method not in CALIBRATION_METHODS:
         raise QuantizationError(f"unknown calibration method {calibrate_method!r}; use one of {CALIBRATION_METHODS}")
+    if gru_weights not in GRU_WEIGHT_MODES:
+        raise QuantizationError(f"unknown GRU weight mode {gru_weights!r}; use one of {GRU_WEIGHT_MODES}")
+    if min_conv_channels < 0:
+        raise QuantizationError(f"min_conv_channels must be >= 0, got {min_conv_channels}")
     src = load_bundle(bundle_path)
     if src.manifest.get("quantization"):
         raise QuantizationError(f"{src.path}: bundle is already quantized ({src.manifest['model']['variant']}); "
@@ -372,22 +406,32 @@ def quantize_bundle(
         pre_model = onnx.load(str(pre))
         if name_unnamed_nodes(pre_model):
             onnx.save(pre_model, str(pre))
-        groups = quantizable_groups(pre_model, op_types)
+        all_groups = quantizable_groups(pre_model, op_types)
+        gru_groups = weight_only_groups(pre_model) if gru_weights == "int8" else []
+        all_groups += gru_groups
+        narrow = narrow_conv_groups(pre_model, all_groups, min_conv_channels)
+        groups = [g for g in all_groups if g not in narrow]  # the candidates for int8
         if not groups:
-            raise QuantizationError(f"{src.model_path}: no {list(op_types)} nodes to quantize")
+            raise QuantizationError(f"{src.model_path}: no {list(op_types)} nodes to quantize"
+                                    + (f" with >= {min_conv_channels} input channels" if narrow else ""))
+        speed_nodes = [n for g in narrow for n in g.nodes]
+        if narrow:
+            log(f"quantize: {len(narrow)} convolution(s) with < {min_conv_channels} input channels stay fp32 (speed): "
+                + ", ".join(g.name for g in narrow))
         all_nodes = [n.name for n in pre_model.graph.node]
         has_gru = any(n.op_type == "GRU" for n in pre_model.graph.node)
-        if has_gru:
+        if has_gru and not gru_groups:
             log("quantize: the model has an ONNX GRU op, which onnxruntime cannot quantize; it stays fp32 "
-                "(export with --gru matmul to quantize the recurrent weights)")
+                "(--gru-weights int8 stores its weights in int8; export with --gru matmul for int8 MatMuls)")
         try:
-            user_nodes = resolve_exclusions(exclude, groups, all_nodes)
+            user_nodes = list(dict.fromkeys(resolve_exclusions(exclude, all_groups, all_nodes) + speed_nodes))
         except ValueError as exc:
             raise QuantizationError(str(exc)) from None
-        group_of_node = {n: g.name for g in groups for n in g.nodes}
+        group_of_node = {n: g.name for g in all_groups for n in g.nodes}
         options = QuantOptions(per_channel=per_channel, symmetric=symmetric, calibrate_method=calibrate_method,
                                op_types=tuple(op_types), dedicated_qdq=dedicated_qdq)
-        quantizer = Quantizer(pre, work, FeatureReader(input_name, calib_inputs), options)
+        quantizer = Quantizer(pre, work, FeatureReader(input_name, calib_inputs), options,
+                              weight_only_nodes=[g.nodes[0] for g in gru_groups])
         counter = iter(range(1_000_000))
 
         def evaluate(excluded_nodes: Sequence[str], label: str) -> VariantResult:
@@ -400,7 +444,8 @@ def quantize_bundle(
             return VariantResult(label, excluded_groups, eer_of(scores, evalset.labels), float(diff.max(initial=0.0)),
                                  float(diff.mean()) if diff.size else 0.0, agree, scores)
 
-        base = evaluate(user_nodes, "int8 (requested exclusions)" if user_nodes else "all-int8")
+        user_only = [n for n in user_nodes if n not in speed_nodes]
+        base = evaluate(user_nodes, "int8 (requested exclusions)" if user_only else "all-int8")
         log(f"quantize: {base.label}: EER {base.eer}, max |Δ| {base.max_abs_diff:.4g}, "
             f"agreement {base.decision_agreement:.3f} (fp32 EER {eer_fp32})")
 
@@ -409,10 +454,10 @@ def quantize_bundle(
         final = base
         budget: Optional[dict[str, Any]] = None
         if sensitivity or max_eer_increase is not None:
-            all_int8 = base if not user_nodes else evaluate([], "all-int8")
+            all_int8 = base if not user_only else evaluate(speed_nodes, "all-int8")
             per_group: list[tuple[NodeGroup, VariantResult]] = []
             for g in groups:
-                res = evaluate(g.nodes, f"fp32:{g.name}")
+                res = evaluate(speed_nodes + g.nodes, f"fp32:{g.name}")
                 per_group.append((g, res))
                 log(f"quantize: sensitivity {g.name}: EER {res.eer}, max |Δ| {res.max_abs_diff:.4g}, "
                     f"mean |Δ| {res.mean_abs_diff:.4g}")
@@ -433,6 +478,7 @@ def quantize_bundle(
                                                 if k not in ("label", "excluded_groups")})
                            for g, r in per_group],
                 "ranking": [g.name for g, _ in ranked],
+                "fp32_for_speed": {"min_conv_channels": int(min_conv_channels), "groups": [g.name for g in narrow]},
             }
             if max_eer_increase is not None:
                 if eer_fp32 is None:
@@ -483,6 +529,11 @@ def quantize_bundle(
             "op_types": list(op_types),
             "float_output_op_types": list(options.float_output_ops),
             "dedicated_qdq": dict(quantizer.qdq_stats, enabled=bool(dedicated_qdq)),
+            "min_conv_channels": int(min_conv_channels),
+            "fp32_for_speed_groups": [g.name for g in narrow],
+            "gru_weights": dict(quantizer.weight_only_stats, mode=gru_weights,
+                                storage="int8 per-row symmetric -> DequantizeLinear -> fp32 GRU op")
+            if gru_groups else {"mode": "fp32"},
             "calibration": {
                 "method": {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[calibrate_method],
                 "protocol": Path(protocol).name,
@@ -496,11 +547,11 @@ def quantize_bundle(
                 "file_ids": ids if len(ids) <= _MAX_LISTED_IDS else None,
                 "file_ids_sha256": _protocol_digest(ids),
             },
-            "groups": len(groups),
-            "quantized_groups": len(groups) - len({group_of_node[n] for n in chosen_nodes if n in group_of_node}),
+            "groups": len(all_groups),
+            "quantized_groups": len(all_groups) - len({group_of_node[n] for n in chosen_nodes if n in group_of_node}),
             "excluded_nodes": list(chosen_nodes),
             "excluded_groups": excluded_groups_final,
-            "onnx_gru_left_fp32": has_gru,
+            "onnx_gru_left_fp32": has_gru,  # the op computes in fp32 (its weights may be stored int8: gru_weights)
             "node_counts": {k: ops.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm", "GRU")},
             "runtime_kernels": {"host": f"{platform.machine()} CPUExecutionProvider, graph level {level}", **kernels},
             "source_bundle": {"model_id": src.model_id, "model_sha256": src.model_sha256,

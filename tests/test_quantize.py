@@ -178,6 +178,81 @@ def test_graph_frontend_onnx_gru_bundle(model, corpus, tmp_path):
         quantize_bundle(res.bundle, tmp_path / "qq", protocol, audio, calib_count=2)
 
 
+def test_speed_recipe_wide_convs_and_int8_gru_weights(model, corpus, tmp_path):
+    """--op-types Conv --min-conv-channels N --gru-weights int8 (the shipped sibling's recipe):
+    narrow convolutions stay fp32, wide ones get QDQ, the GRU op stays one op reading int8 weights."""
+    from click.testing import CliRunner
+    from onnx import numpy_helper
+
+    from edge_detector.cli import main
+
+    protocol, audio = corpus
+    src = _bundle(model, tmp_path / "fp32", "numpy-fft", "onnx")
+    out = tmp_path / "int8"
+    r = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--protocol", str(protocol), "--audio-dir",
+                                  str(audio), "--calib-count", "6", "--eval-count", "6", "--op-types", "Conv",
+                                  "--min-conv-channels", "9", "--gru-weights", "int8", "--sensitivity"])
+    assert r.exit_code == 0, r.output
+    graph = onnx.load(str(out / "model.onnx")).graph
+    prod = _producer(graph)
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    src_graph = onnx.load(str(src / "model.onnx")).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(n.op_type == "Conv" for n in src_graph.node)
+
+    def in_channels(node) -> int:
+        w = node.input[1]
+        return int((inits[w] if w in inits else inits[prod[w].input[0]]).shape[1])
+
+    narrow = [n for n in convs if in_channels(n) < 9]
+    wide = [n for n in convs if in_channels(n) >= 9]
+    assert narrow and wide  # the tiny model has 8-channel stage-1 and 16-channel stage-2 convolutions
+    for n in narrow:  # plain fp32: weight an initializer, input not dequantized
+        assert n.input[1] in inits and inits[n.input[1]].dtype == np.float32, n.name
+        assert n.input[0] not in prod or prod[n.input[0]].op_type != "DequantizeLinear", n.name
+    for n in wide:
+        assert prod[n.input[0]].op_type == "DequantizeLinear" and prod[n.input[1]].op_type == "DequantizeLinear"
+    assert not any(n.op_type == "MatMul" and n.input[1] in prod and prod[n.input[1]].op_type == "DequantizeLinear"
+                   for n in graph.node)  # Gemm / MatMul not asked for
+    # --- the GRU: one op, W and R read from int8 through per-row DequantizeLinear, close to fp32
+    (gru,) = [n for n in graph.node if n.op_type == "GRU"]
+    (src_gru,) = [n for n in src_graph.node if n.op_type == "GRU"]
+    src_inits = {i.name: numpy_helper.to_array(i) for i in src_graph.initializer}
+    for k in (1, 2):
+        dq = prod[gru.input[k]]
+        assert dq.op_type == "DequantizeLinear"
+        q, scale = inits[dq.input[0]], inits[dq.input[1]]
+        ref = src_inits[src_gru.input[k]]
+        assert q.dtype == np.int8 and q.shape == ref.shape and scale.shape == (ref.shape[1],)
+        assert np.abs(q).max() == 127  # each row's largest weight maps to +-127
+        err = np.abs(q.astype(np.float32) * scale[None, :, None] - ref)
+        assert float((err / scale[None, :, None]).max()) <= 0.5 + 1e-3  # rounding only
+    gru_elements = sum(src_inits[src_gru.input[k]].size for k in (1, 2))  # 4 bytes each in fp32, 1 in int8
+    weight_bytes = sum(a.nbytes for a in inits.values())
+    assert weight_bytes < sum(a.nbytes for a in src_inits.values()) - 2.5 * gru_elements
+    # --- manifest and report say what stayed fp32 and why
+    q = json.loads((out / "manifest.json").read_text())["quantization"]
+    assert q["min_conv_channels"] == 9 and sorted(q["fp32_for_speed_groups"]) == sorted(n.name for n in narrow)
+    assert q["gru_weights"]["mode"] == "int8" and q["gru_weights"]["nodes"] == 1 and q["gru_weights"]["weights"] == 2
+    assert q["node_counts"]["GRU"] == 1 and q["runtime_kernels"].get("QLinearConv", 0) == len(wide)
+    rep = json.loads((out / "sensitivity.json").read_text())
+    names = {g["group"] for g in rep["groups"]}
+    assert gru.name in names and not names & {n.name for n in narrow}
+    assert len(names) == len(wide) + 1 and rep["fp32_for_speed"]["groups"] == q["fp32_for_speed_groups"]
+    x = np.stack([speechlike(1.5, seed=5)[:WINDOW], buzzy(1.5, seed=5)[:WINDOW]])
+    scores, ref_scores = Detector(out).score_windows(x), Detector(src).score_windows(x)
+    assert float(np.abs(scores - ref_scores).max()) < 0.05 and np.ptp(ref_scores) > 0.2
+    # --- the GRU group excluded: its weights stay fp32 initializers
+    r = CliRunner().invoke(main, ["quantize", str(src), "-o", str(tmp_path / "nogru"), "--protocol", str(protocol),
+                                  "--audio-dir", str(audio), "--calib-count", "4", "--op-types", "Conv",
+                                  "--gru-weights", "int8", "--exclude", gru.name])
+    assert r.exit_code == 0, r.output
+    g2 = onnx.load(str(tmp_path / "nogru" / "model.onnx")).graph
+    (gru2,) = [n for n in g2.node if n.op_type == "GRU"]
+    assert gru2.input[1] in {i.name for i in g2.initializer}
+    assert json.loads((tmp_path / "nogru" / "manifest.json").read_text())["quantization"]["gru_weights"]["nodes"] == 0
+
+
 def test_balanced_order_and_reader():
     from edge_detector.protocol import ProtocolEntry
     from quantize.static_int8 import FeatureReader, balanced_order

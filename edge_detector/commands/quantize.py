@@ -44,21 +44,29 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
               show_default=True)
 @click.option("--op-types", default="Conv,MatMul,Gemm", show_default=True,
               help="Op types to quantize (elementwise ops stay fp32 by default).")
+@click.option("--min-conv-channels", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep convolutions with fewer input channels (per group) than this in fp32, for speed: on x86 "
+                   "with VNNI the 8-channel RawNet2 stage-1 ones are slower as int8 (benchmarks/int8_speed.py).")
+@click.option("--gru-weights", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: store an ONNX GRU op's weights as int8 (per-row scales, DequantizeLinear); the GRU still "
+                   "computes in fp32 (onnxruntime has no int8 GRU). A sensitivity group like a Conv.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration file order.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="onnxruntime intra-op threads for calibration and evaluation.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def quantize_command(bundle: str, out_dir: str, protocol_path: str, audio_dir: str, calib_count: int, eval_count: int,
                      exclude: tuple[str, ...], sensitivity: bool, max_eer_increase: Optional[float], per_channel: bool,
-                     symmetric: bool, calibrate_method: str, op_types: str, seed: int, threads: int,
-                     overwrite: bool) -> None:
+                     symmetric: bool, calibrate_method: str, op_types: str, min_conv_channels: int,
+                     gru_weights: str, seed: int, threads: int, overwrite: bool) -> None:
     """Quantize BUNDLE (fp32) to static int8: QDQ, per-channel weights, S8S8.
 
     Calibration windows are real files from --protocol / --audio-dir, decoded and
     windowed exactly as on the device (and passed through the bundle's numpy front end
     if it has one). Never dynamic quantization: ConvInteger does not run on the CPU
     provider. Export with `--gru matmul` first, or the GRU (most of the weights) stays
-    fp32. The recipe, the exclusions and the int8-vs-fp32 parity go into the manifest.
+    fp32, or keep the GRU op and store its weights int8 (--gru-weights int8: the faster
+    recipe on x86, with --op-types Conv --min-conv-channels 16). The recipe, the
+    exclusions and the int8-vs-fp32 parity go into the manifest.
     """
     try:
         require_onnx()
@@ -68,7 +76,7 @@ def quantize_command(bundle: str, out_dir: str, protocol_path: str, audio_dir: s
             bundle, out_dir, protocol_path, audio_dir, calib_count=calib_count, eval_count=eval_count,
             exclude=_split_csv(exclude), sensitivity=sensitivity, max_eer_increase=max_eer_increase,
             per_channel=per_channel, symmetric=symmetric, calibrate_method=calibrate_method,
-            op_types=_split_csv((op_types,)), seed=seed, threads=threads, overwrite=overwrite, log=log,
+            op_types=_split_csv((op_types,)), min_conv_channels=min_conv_channels, gru_weights=gru_weights, seed=seed, threads=threads, overwrite=overwrite, log=log,
         )
         q = result.manifest["quantization"]
         p = q["parity_vs_fp32"]
