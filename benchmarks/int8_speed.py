@@ -1,16 +1,18 @@
 """Can int8 pay for this model on this CPU? Graph and whole-window timing of int8 variants vs fp32.
 
-The shipped int8 sibling (QDQ, MatMul-GRU export, per-channel S8S8) was slower than fp32
-here although the CPU has AVX-512 VNNI. This script answers why, in numbers, on one
-thread and one window:
+The first int8 sibling (QDQ on every Conv/MatMul/Gemm of a MatMul-GRU export) was slower
+than fp32 here (0.85x per window) although the CPU has AVX-512 VNNI. This script measures,
+on one thread and one window:
 
 - ``fp32``: the fp32 bundle's graph (ONNX GRU op);
-- ``int8_shipped``: the int8 bundle as built by ``edge-detect quantize`` (if given);
-- ``int8_conv``: only the Conv nodes of the fp32 graph quantized (QDQ, per-channel S8S8),
-  the GRU left as onnxruntime's fp32 GRU op (no unrolled MatMul GRU, no QDQ around small ops);
-- ``int8_conv_pertensor``: the same with per-tensor weight scales;
+- ``int8_shipped``: the int8 sibling as ``benchmarks/export_edge_variant.sh`` builds it
+  (``edge-detect quantize --op-types Conv --min-conv-channels 16 --gru-weights int8``):
+  convolutions with >= 16 input channels int8, the GRU one fp32 op reading int8 weights;
+- ``int8_conv_all``: every Conv quantized (QDQ, per-channel S8S8, one Q/DQ pair per
+  quantized node as the quantize path makes them), the GRU fp32: shows what the 8-channel
+  stage-1 convolutions cost as int8;
 - ``int8_conv_wide``: only the convolutions with at least ``--min-channels`` input channels
-  quantized (the 8-channel stage-1 convolutions run slower in int8 than in fp32 here).
+  quantized, GRU weights fp32 (the shipped recipe without the int8 GRU storage).
 
 The ``int8_conv*`` variants exist only to be timed: they are calibrated on synthetic
 speech-like windows (activation ranges do not change the speed), never shipped. Times:
@@ -58,10 +60,13 @@ def calibration_features(scorer: WindowScorer, window: int, n: int = 8) -> np.nd
 
 def quantize_convs(fp32_onnx: Path, out: Path, feats: np.ndarray, input_name: str, per_channel: bool,
                    min_channels: int = 0) -> Path:
-    """QDQ int8 of the Conv nodes only (S8S8; per-channel or per-tensor weights)."""
+    """QDQ int8 of the Conv nodes only (S8S8; per-channel or per-tensor weights), each quantized
+    node with its own Q/DQ pair (:func:`quantize.qdq_graph.dedicate_qdq`, as the quantize path does)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from quantize.qdq_graph import dedicate_qdq
 
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
@@ -84,6 +89,9 @@ def quantize_convs(fp32_onnx: Path, out: Path, feats: np.ndarray, input_name: st
     quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                     per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude, extra_options={"WeightSymmetric": True})
+    qmodel = onnx.load(str(out))
+    dedicate_qdq(qmodel, ("Conv",))
+    onnx.save(qmodel, str(out))
     return out
 
 
@@ -116,8 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         paths = {"fp32": fp32.model_path,
-                 "int8_conv": quantize_convs(fp32.model_path, t / "conv.onnx", feats, name, True),
-                 "int8_conv_pertensor": quantize_convs(fp32.model_path, t / "conv_pt.onnx", feats, name, False),
+                 "int8_conv_all": quantize_convs(fp32.model_path, t / "conv.onnx", feats, name, True),
                  "int8_conv_wide": quantize_convs(fp32.model_path, t / "conv_wide.onnx", feats, name, True,
                                                   args.min_channels)}
         if int8 is not None:
@@ -136,6 +143,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ops = {}
         for k, p in paths.items():
             ops[k] = onnx_op_profile(str(p), name, one)
+        model_bytes = {k: Path(p).stat().st_size for k, p in paths.items()}
     conv_us = sum(v["us"] for op, v in ops["fp32"]["per_op_type_us"].items() if "Conv" in op)
     gru_us = sum(v["us"] for op, v in ops["fp32"]["per_op_type_us"].items() if op in ("GRU", "Gemm", "FusedGemm"))
     frac = (conv_us + gru_us) / ops["fp32"]["kernel_sum_us"]
@@ -148,6 +156,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "threads": 1, "runs": args.runs, "warmup": args.warmup, "clock": args.clock,
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "fp32_bundle": args.fp32, "int8_bundle": int8_dir if int8 is not None else None,
+        "int8_recipe": None if int8 is None else {k: int8.manifest["quantization"].get(k) for k in (
+            "op_types", "min_conv_channels", "fp32_for_speed_groups", "gru_weights", "runtime_kernels")},
+        "model_bytes": model_bytes,
         "median_ms": med,
         "speedup_vs_fp32": {k.split(":", 1)[1] + " (" + k.split(":", 1)[0] + ")":
                             med[k.split(":", 1)[0] + ":fp32"] / v for k, v in med.items()
