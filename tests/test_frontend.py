@@ -47,6 +47,16 @@ def test_equals_direct_convolution_on_speech():
     assert float(np.abs(fe(x) - direct(x, fe.filters)).max()) <= 1e-5 * float(np.abs(x).max())
 
 
+@pytest.mark.parametrize("pool", [1, 9, 27, 81])
+def test_other_pools_equal_direct_convolution(pool):
+    """Narrow pools take the strided-maximum path, wide ones (> 16, coarse-time AASIST variants) one reduction."""
+    x = (np.random.default_rng(pool).standard_normal((1, 6000)) * 0.4).astype(np.float32)
+    fe = SincFFTFrontEnd(FrontEndSpec(filters=3, kernel=129, pool=pool))
+    got, want = fe(x), direct(x, fe.filters, pool)
+    assert got.shape == want.shape == (1, 3, (6000 - 129 + 1) // pool)
+    assert float(np.abs(got - want).max()) <= 1e-5
+
+
 def test_pruned_bank_uses_the_original_grid():
     spec = FrontEndSpec(filters=3, kernel=1024, keep=(1, 4, 7), total=10)
     from edge_detector.sincbank import sinc_filters
