@@ -318,7 +318,11 @@ def load_bundle(path: PathLike, verify: bool = True) -> Bundle:
 
 
 def verify_files(bundle: Bundle) -> dict[str, str]:
-    """Check size and sha256 of every file the manifest lists; raise on the first mismatch."""
+    """Check size and sha256 of every file the manifest lists; raise on the first mismatch.
+
+    Then the bundles it holds (a fusion's members, :attr:`Family.members`), each loaded and
+    verified against its own manifest. Returns ``{file name: sha256}`` of the bundle's own files.
+    """
     results = {}
     for name, entry in bundle.manifest["files"].items():
         fp = bundle.path / name
@@ -331,7 +335,24 @@ def verify_files(bundle: Bundle) -> dict[str, str]:
         if digest != entry["sha256"]:
             raise BundleError(f"{fp}: sha256 does not match the manifest (file was changed)")
         results[name] = digest
+    bundle.family.members(bundle)  # loads (and so verifies) every member; BundleError names the one that fails
     return results
+
+
+def copy_bundle_files(bundle: Bundle, dest: PathLike, with_manifest: bool = True) -> None:
+    """Copy the files ``bundle``'s manifest lists (and ``manifest.json`` unless ``with_manifest`` is False)
+    into the folder ``dest`` (created), then its member bundles (a fusion's) into sub-folders of the
+    same names, manifests included. Nothing else of the source folder is copied."""
+    import shutil
+
+    d = Path(dest)
+    d.mkdir(parents=True, exist_ok=True)
+    for name in bundle.manifest["files"]:
+        shutil.copy2(bundle.path / name, d / name)
+    if with_manifest:
+        shutil.copy2(bundle.path / MANIFEST_NAME, d / MANIFEST_NAME)
+    for member in bundle.family.members(bundle):
+        copy_bundle_files(member, d / member.path.name)
 
 
 def file_entry(path: PathLike) -> dict[str, Any]:

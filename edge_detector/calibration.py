@@ -35,37 +35,68 @@ class Calibration:
         return self.scale * np.asarray(scores, dtype=np.float64) + self.offset
 
 
-def fit_logistic_calibration(bonafide: np.ndarray, spoof: np.ndarray, l2: float = 1e-4,
-                             iterations: int = 100) -> Calibration:
-    """Prior-weighted (0.5 / 0.5) logistic regression of the label on the score, by Newton steps.
+def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, l2: float = 1e-4,
+                            iterations: int = 100) -> tuple[np.ndarray, float]:
+    """Prior-weighted (0.5 / 0.5) linear logistic regression ``llr = features @ weights + bias``, by Newton steps.
 
-    A small L2 penalty on the slope keeps the fit finite when the classes are perfectly
-    separated (then the slope would otherwise grow without bound).
+    ``features``: ``[n, k]`` scores (one column per score: one model's raw score, or the
+    calibrated scores of the members of a fusion); ``labels``: ``[n]``, 1 = bona fide,
+    0 = spoof. Minimises the prior-weighted cross-entropy (Cllr up to a constant)
+    ``0.5/N_bona * sum_bona log(1 + e^-llr) + 0.5/N_spoof * sum_spoof log(1 + e^llr)``,
+    so the output reads as a log-likelihood ratio whatever the class sizes: the linear
+    logistic regression fusion of Brümmer et al., "Fusion of heterogeneous speaker
+    recognition systems in the STBU submission for the NIST SRE 2006", IEEE TASLP 15(7),
+    2007 (the FoCal toolkit), with k = 1 the usual score calibration. Columns are
+    standardised for a well-conditioned problem (a constant column is left unscaled) and
+    mapped back at the end; a small L2 penalty on the standardised weights (not the bias)
+    keeps the fit finite when the classes are perfectly separated. Returns
+    ``(weights [k] float64, bias)``. Raises ValueError without examples of both classes.
     """
-    bona = np.asarray(bonafide, dtype=np.float64)
-    spoof = np.asarray(spoof, dtype=np.float64)
-    if bona.size == 0 or spoof.size == 0:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    n_bona, n_spoof = int(np.sum(y == 1)), int(np.sum(y == 0))
+    if n_bona == 0 or n_spoof == 0:
         raise ValueError("calibration needs both bona fide and spoofed examples")
-    x = np.concatenate([bona, spoof])
-    y = np.concatenate([np.ones_like(bona), np.zeros_like(spoof)])
-    w = np.concatenate([np.full(bona.size, 0.5 / bona.size), np.full(spoof.size, 0.5 / spoof.size)])
-    # Standardise for a well-conditioned problem, map back at the end.
-    mu, sd = float(x.mean()), float(x.std()) or 1.0
-    z = (x - mu) / sd
-    theta = np.zeros(2)  # slope, intercept on standardised scores
+    if x.shape[0] != y.size:
+        raise ValueError(f"{x.shape[0]} feature rows for {y.size} labels")
+    w = np.where(y == 1, 0.5 / n_bona, 0.5 / n_spoof)
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    sd[sd == 0] = 1.0
+    a = np.hstack([(x - mu) / sd, np.ones((x.shape[0], 1))])  # standardised columns, then the bias
+    k = x.shape[1]
+    penalty = np.append(np.full(k, l2), 1e-12)
+    theta = np.zeros(k + 1)  # standardised weights, then the bias
     for _ in range(iterations):
-        logit = theta[0] * z + theta[1]
-        p = 1.0 / (1.0 + np.exp(-logit))
-        g = np.array([np.sum(w * (p - y) * z) + l2 * theta[0], np.sum(w * (p - y))])
-        s = w * p * (1 - p)
-        h = np.array([[np.sum(s * z * z) + l2, np.sum(s * z)], [np.sum(s * z), np.sum(s) + 1e-12]])
+        p = 1.0 / (1.0 + np.exp(-(a @ theta)))
+        g = a.T @ (w * (p - y)) + np.append(l2 * theta[:k], 0.0)
+        h = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(penalty)
         step = np.linalg.solve(h, g)
         theta -= step
         if np.max(np.abs(step)) < 1e-10:
             break
-    a = theta[0] / sd
-    b = theta[1] - theta[0] * mu / sd
-    return Calibration(float(a), float(b))
+    weights = theta[:k] / sd
+    return weights, float(theta[k] - np.sum(theta[:k] * mu / sd))
+
+
+def fit_logistic_calibration(bonafide: np.ndarray, spoof: np.ndarray, l2: float = 1e-4,
+                             iterations: int = 100) -> Calibration:
+    """Prior-weighted (0.5 / 0.5) logistic regression of the label on one score: ``llr = a * score + b``.
+
+    :func:`fit_logistic_regression` with one column. A small L2 penalty on the slope
+    keeps the fit finite when the classes are perfectly separated (then the slope would
+    otherwise grow without bound). Raises ValueError without examples of both classes.
+    """
+    bona = np.asarray(bonafide, dtype=np.float64).reshape(-1)
+    spoof = np.asarray(spoof, dtype=np.float64).reshape(-1)
+    if bona.size == 0 or spoof.size == 0:
+        raise ValueError("calibration needs both bona fide and spoofed examples")
+    weights, bias = fit_logistic_regression(np.concatenate([bona, spoof])[:, None],
+                                            np.concatenate([np.ones(bona.size), np.zeros(spoof.size)]),
+                                            l2=l2, iterations=iterations)
+    return Calibration(float(weights[0]), bias)
 
 
 def check_calibration(cal: Calibration) -> Calibration:

@@ -249,6 +249,27 @@ class Detector:
         x = prepare_array(samples, sample_rate, self.bundle.sample_rate)
         return self.score_samples(x, source=source, windows=windows, started=t0)
 
+    def _decode(self, path: Union[str, os.PathLike, BinaryIO], rule: WindowRule, name: str,
+                max_seconds: Optional[float] = None) -> Any:
+        """Decode only what ``rule`` scores: the first window (plus the resampler's margin) for
+        "first"; the whole file, block by block up to the limit, for "all"."""
+        limit = self.bundle.max_seconds if max_seconds is None else min(max_seconds, self.bundle.max_seconds)
+        return load_audio(path, self.bundle.sample_rate, max_seconds=limit, name=name,
+                          first_samples=rule.window if rule.mode == "first" else None)
+
+    def features_file(self, path: Union[str, os.PathLike], windows: Optional[str] = "first") -> np.ndarray:
+        """What `calibrate` fits on for one file, ``[k]`` float64: the scorer's ``features`` of the rule's
+        windows (a fusion's members' calibrated scores), each column combined by the bundle's rule;
+        for a single model (k = 1) the combined raw score, as :meth:`score_file` gives it. No speech
+        check. Raises AudioError / MissingFileError subclasses."""
+        rule = self.window_rule(windows)
+        samples = self._decode(path, rule, str(path)).samples
+        check_scorable(samples, self.bundle.sample_rate, self.bundle.min_seconds, name=str(path))
+        self.scorer.max_batch = self.max_batch
+        fn = getattr(self.scorer, "features_signal", None)
+        feats = fn(samples, rule)[0] if fn is not None else self.score_signal(samples, rule)[0][:, None]
+        return np.array([combine_scores(col, rule.combine) for col in np.asarray(feats).T], dtype=np.float64)
+
     def score_file(self, path: Union[str, os.PathLike, BinaryIO], windows: Optional[str] = None,
                    source: Optional[str] = None, max_seconds: Optional[float] = None,
                    on_scored: Optional[Callable[[np.ndarray, DetectionResult], None]] = None) -> DetectionResult:
@@ -263,12 +284,8 @@ class Detector:
         """
         t0 = time.perf_counter()
         name = source if source is not None else str(path)
-        limit = self.bundle.max_seconds if max_seconds is None else min(max_seconds, self.bundle.max_seconds)
         rule = self.window_rule(windows)
-        # Decode only what the window rule scores: the first window (plus the resampler's
-        # margin) for "first"; the whole file, block by block up to the limit, for "all".
-        decoded = load_audio(path, self.bundle.sample_rate, max_seconds=limit, name=name,
-                             first_samples=rule.window if rule.mode == "first" else None)
+        decoded = self._decode(path, rule, name, max_seconds)
         result = self.score_samples(decoded.samples, source=name, windows=windows, started=t0)
         if not decoded.complete:  # stopped after the first window: the rest was never decoded
             result.duration = max(result.duration, decoded.declared_seconds)

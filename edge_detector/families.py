@@ -23,6 +23,12 @@ A scorer (what ``make_scorer(bundle, settings, max_batch)`` returns) needs only:
 * ``providers`` (list of str): what actually runs it, first = the one used
   (onnxruntime execution providers, or ``["numpy"]``).
 
+Optional: ``score_signal(samples, rule) -> (scores, starts)`` (scores the rule's windows of a
+1-D signal, e.g. sharing front-end work between overlapping windows), and
+``features(batch) -> [n, k]`` / ``features_signal(samples, rule) -> ([n_windows, k], starts)``:
+the ``k`` scores `calibrate` fits on (a fusion's members' calibrated scores); without them
+the one raw score is the feature.
+
 Factories are registered as small functions that import their module lazily, so this
 module imports nothing heavy and :mod:`edge_detector.bundle` can use it for validation.
 Every lookup failure is a :class:`~edge_detector.errors.BundleError` (exit code 7)
@@ -82,6 +88,14 @@ class Family:
     - ``frontends``: the ``frontend.type`` values this family accepts (``None`` = no front end).
     - ``check(manifest, where)``: optional family-specific checks (raise BundleError).
     - ``summary(manifest)``: one line describing the model's sizes for ``edge-detect info``.
+    - ``members(bundle)``: the bundles held inside this one (a fusion's members, each in
+      its own sub-folder, each loaded and verified against its own manifest); ``()`` for
+      a single model. :func:`edge_detector.bundle.verify_files` verifies them with the
+      bundle, and writers that copy a bundle copy them.
+    - ``fit_calibration(manifest, features, labels, fitted_on)``: what `calibrate` fits on the
+      scorer's ``features`` ``[n, k]`` of labelled files; returns (manifest sections to
+      replace, calibrated scores ``[n]``, a summary for the log). None: the affine logistic
+      calibration of the one raw score (edge_detector.commands.calibrate).
     """
 
     name: str
@@ -91,6 +105,8 @@ class Family:
     frontends: tuple[Optional[str], ...] = (None,)
     check: Optional[Callable[[Manifest, str], None]] = None
     summary: Callable[[Manifest], str] = lambda m: ", ".join(f"{k} {v}" for k, v in m["model"]["config"].items())
+    members: Callable[["Bundle"], tuple["Bundle", ...]] = lambda bundle: ()
+    fit_calibration: Optional[Callable[..., tuple[dict[str, Any], np.ndarray, dict[str, Any]]]] = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -280,3 +296,50 @@ def _lfcc_gmm_summary(m: Manifest) -> str:
 register_frontend(FrontEnd(type="lfcc-numpy", parse=_lfcc_parse, check=_lfcc_check))
 register_family(Family(name="LFCC-GMM", make_scorer=_lfcc_gmm_scorer, fields=GMM_FIELDS, model_file_field="gmm.file",
                        frontends=("lfcc-numpy",), summary=_lfcc_gmm_summary))
+
+
+# --- fusion (edge_detector/fusion.py): member bundles in sub-folders, weighted sum of their calibrated scores -----
+
+def _fusion_scorer(bundle: "Bundle", settings: "SessionSettings", max_batch: int) -> Scorer:
+    from .fusion import fusion_scorer
+
+    return fusion_scorer(bundle, settings, max_batch)
+
+
+def _fusion_check(manifest: Manifest, where: str) -> None:
+    from .fusion import check_fusion_manifest
+
+    check_fusion_manifest(manifest, where)
+
+
+def _fusion_members(bundle: "Bundle") -> tuple["Bundle", ...]:
+    from .fusion import load_members
+
+    return load_members(bundle)
+
+
+def _fusion_fit(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    from .fusion import fit_fusion
+
+    return fit_fusion(*args, **kwargs)
+
+
+def _fusion_summary(m: Manifest) -> str:
+    f = m["fusion"]
+    terms = " + ".join(f"{w:.4g} * llr[{name}]" for name, w in zip(f["members"], f["weights"]))
+    ids = {e.get("folder"): e.get("model_id") for e in m["model"]["config"].get("members", []) if isinstance(e, dict)}
+    inside = ", ".join(f"{name} = {ids.get(name)}" for name in f["members"])
+    return f"fusion of {len(f['members'])} bundles: {terms} (+ calibration offset); {inside}"
+
+
+#: Fields a fusion bundle requires (checked further by :func:`edge_detector.fusion.check_fusion_manifest`).
+FUSION_FIELDS: dict[str, tuple[type, ...]] = {
+    "fusion.file": (str,),
+    "fusion.rule": (str,),
+    "fusion.members": (list,),
+    "fusion.weights": (list,),
+}
+
+register_family(Family(name="fusion", make_scorer=_fusion_scorer, fields=FUSION_FIELDS, model_file_field="fusion.file",
+                       frontends=(None,), check=_fusion_check, summary=_fusion_summary, members=_fusion_members,
+                       fit_calibration=_fusion_fit))

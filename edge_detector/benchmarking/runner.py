@@ -90,11 +90,16 @@ def _command_record(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def bundle_sizes(bundle: Bundle) -> dict[str, int]:
-    """Bytes on disk: the ONNX model alone and the whole bundle (every listed file + manifest)."""
+    """Bytes on disk: the model file alone and the whole bundle (every listed file + manifest); a fusion
+    adds its members' (models and whole bundles)."""
     total = (bundle.path / MANIFEST_NAME).stat().st_size
     for name in bundle.manifest["files"]:
         total += (bundle.path / name).stat().st_size
-    return {"model_bytes": bundle.model_path.stat().st_size, "bundle_bytes": total}
+    model = bundle.model_path.stat().st_size
+    for member in bundle.family.members(bundle):
+        sizes = bundle_sizes(member)
+        model, total = model + sizes["model_bytes"], total + sizes["bundle_bytes"]
+    return {"model_bytes": model, "bundle_bytes": total}
 
 
 def _bundle_record(name: str, bundle: Bundle) -> dict[str, Any]:

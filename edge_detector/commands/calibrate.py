@@ -49,12 +49,9 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
     src = load_bundle(bundle)
     if out_dir:
         check_output_dir(out_dir, overwrite=False, inputs=[src.path], can_overwrite=False)
-    cal, th, y = _fit(src, protocol_path, audio_dir, target_far, target_frr, threads)
+    updates, summary, th, y = _fit(src, protocol_path, audio_dir, target_far, target_frr, threads)
     m = dict(src.manifest)
-    m["calibration"] = {"method": "logistic-regression (prior 0.5)", "scale": cal.scale, "offset": cal.offset,
-                        "fitted_on": {"protocol": Path(protocol_path).name, "bonafide": int((y == 1).sum()),
-                                      "spoof": int((y == 0).sum())},
-                        "description": "llr = scale * log P(bona fide) + offset"}
+    m.update(updates)
     m["thresholds"] = {"accept": th["accept"], "reject": th["reject"], "on": "calibrated",
                        "rule": "accept if calibrated >= accept; reject if calibrated < reject; else uncertain",
                        "target_far": target_far, "target_frr": target_frr,
@@ -65,7 +62,7 @@ def _run(bundle, protocol_path, audio_dir, target_far, target_frr, out_dir, thre
     # record); its metadata_props keep the export-time calibration, the manifest rules.
     written = _write_copy(src, m, out_dir) if out_dir else _write_in_place(src, m)
     log(json.dumps({"bundle": str(written), "eer": th["eer"], "accept": th["accept"], "reject": th["reject"],
-                    "scale": cal.scale, "offset": cal.offset}))
+                    **summary}))
     exit_with(0)
 
 
@@ -80,13 +77,12 @@ def _write_copy(src, manifest, out_dir: str, extra: Optional[dict[str, bytes]] =
                 prefix: str = ".calibrate-") -> Path:
     """The source's listed files (plus ``extra`` files: name → bytes) and the new manifest, staged next
     to OUT and renamed into place. `adapt` writes its bundles with it too."""
-    from ..bundle import load_bundle, write_manifest
+    from ..bundle import copy_bundle_files, load_bundle, write_manifest
     from ..output_dir import publish_dir, staging_dir
 
     stage = staging_dir(out_dir, prefix=prefix)
     try:
-        for name in src.manifest["files"]:
-            shutil.copy2(src.path / name, stage / name)
+        copy_bundle_files(src, stage, with_manifest=False)  # the listed files, and a fusion's member bundles
         for name, data in (extra or {}).items():
             (stage / name).write_bytes(data)
         write_manifest(stage, manifest)
@@ -98,9 +94,25 @@ def _write_copy(src, manifest, out_dir: str, extra: Optional[dict[str, bytes]] =
     return Path(out_dir)
 
 
+def fit_single(manifest, features: np.ndarray, labels: np.ndarray, fitted_on: dict):
+    """The calibration of a single model: ``llr = a * score + b`` by prior-weighted logistic regression on
+    its one raw score (``features[:, 0]``). Returns (manifest sections, llr [n], summary); raises
+    CalibrationError (exit 5) for a slope that is not positive."""
+    from ..calibration import check_calibration, fit_logistic_calibration
+
+    s, y = features[:, 0], labels
+    cal = check_calibration(fit_logistic_calibration(s[y == 1], s[y == 0]))
+    calibration = {"method": "logistic-regression (prior 0.5)", "scale": cal.scale, "offset": cal.offset,
+                   "fitted_on": fitted_on, "description": "llr = scale * log P(bona fide) + offset"}
+    return {"calibration": calibration}, cal.apply(s), {"scale": cal.scale, "offset": cal.offset}
+
+
 def _fit(src, protocol_path, audio_dir, target_far, target_frr, threads):
-    """Score the protocol's files; return (Calibration, thresholds dict, labels array)."""
-    from ..calibration import check_calibration, choose_thresholds, fit_logistic_calibration
+    """Score the protocol's files; return (manifest sections to replace, log summary, thresholds dict, labels).
+
+    The family's ``fit_calibration`` fits them (a fusion: its members' weights), else :func:`fit_single`.
+    """
+    from ..calibration import choose_thresholds
     from ..detector import Detector
     from ..protocol import read_protocol, resolve_audio
     from ..session import SessionSettings
@@ -108,21 +120,20 @@ def _fit(src, protocol_path, audio_dir, target_far, target_frr, threads):
     det = Detector(src, SessionSettings(intra_op_threads=threads), require_speech=False)  # calibrates the model itself
     entries = read_protocol(protocol_path)
     paths = resolve_audio(entries, audio_dir)
-    scores, labels = [], []
+    features, labels = [], []
     with click.progressbar(entries, label="scoring", file=sys.stderr) as bar:
         for e in bar:
             try:
-                r = det.score_file(paths[e.file_id], windows="first")
+                features.append(det.features_file(paths[e.file_id], windows="first"))
             except EdgeDetectorError as exc:
                 log(f"skipping {e.file_id}: {exc}")
                 continue
-            scores.append(r.score)
             labels.append(e.target)
-    s, y = np.asarray(scores), np.asarray(labels)
+    x, y = np.asarray(features), np.asarray(labels)
     if (y == 1).sum() == 0 or (y == 0).sum() == 0:
         raise DataError("calibration needs scorable files of both classes (bona fide and spoof)")
-    cal = check_calibration(fit_logistic_calibration(s[y == 1], s[y == 0]))
-    llr = cal.apply(s)
+    fitted_on = {"protocol": Path(protocol_path).name, "bonafide": int((y == 1).sum()), "spoof": int((y == 0).sum())}
+    fit = src.family.fit_calibration or fit_single
+    updates, llr, summary = fit(src.manifest, x, y, fitted_on)
     th = choose_thresholds(llr[y == 1], llr[y == 0], target_far=target_far, target_frr=target_frr)
-    return cal, th, y
-
+    return updates, summary, th, y
