@@ -10,8 +10,10 @@ resampler's cost depends on the rate), plus:
   (e.g. the int8 QDQ graph against fp32);
 - ``imports``: wall time and resident memory after each import a fresh ``gate`` process
   makes (interpreter, numpy, soundfile, onnxruntime, click, the detector);
-- ``process``: fresh ``edge-detect gate FILE`` processes: wall time from spawn to exit
-  and the child's peak RSS (``ru_maxrss`` from ``wait4``).
+- ``floor``: a fresh process that only imports numpy and onnxruntime, creates the bundle's
+  session and runs one window: the peak RSS and CPU time no `gate` can go below;
+- ``process``: fresh ``edge-detect gate FILE`` processes: wall and CPU time from spawn to
+  exit and the process's peak RSS (VmHWM at exit).
 
 Timing: the script pins itself (and its child processes) to one CPU (``--cpu``), uses
 one onnxruntime thread, and runs the stages of every file round-robin for ``--rounds``
@@ -257,15 +259,62 @@ def import_profile(repeats: int) -> list[dict[str, Any]]:
             for i in range(len(runs[0]))]
 
 
-#: Runs the CLI in this interpreter and reports the process's own peak RSS (VmHWM) at exit on stderr.
+#: The memory floor of any process that scores with numpy + onnxruntime: peak RSS (VmHWM) and CPU
+#: time after the two imports, after creating the bundle's session (one thread, graph level all,
+#: the runtime's settings) and after running it on one window of zeros.
+_FLOOR_PROBE = r"""
+import json, sys, time
+def hwm():
+    for l in open('/proc/self/status'):
+        if l.startswith('VmHWM'): return int(l.split()[1]) * 1024
+out = [{"step": "interpreter", "cpu_s": time.process_time(), "peak_rss_bytes": hwm()}]
+import numpy as np
+import onnxruntime
+out.append({"step": "import numpy + onnxruntime", "cpu_s": time.process_time(), "peak_rss_bytes": hwm()})
+from edge_detector.session import SessionSettings, make_session
+sess = make_session(sys.argv[1], SessionSettings(intra_op_threads=1, inter_op_threads=1, graph_optimization_level=sys.argv[2]))
+out.append({"step": "+ session", "cpu_s": time.process_time(), "peak_rss_bytes": hwm()})
+inp = sess.get_inputs()[0]
+shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+sess.run(None, {inp.name: np.zeros(shape, np.float32)})
+out.append({"step": "+ one window", "cpu_s": time.process_time(), "peak_rss_bytes": hwm()})
+print(json.dumps(out))
+"""
+
+
+def floor_profile(bundle: str, repeats: int) -> list[dict[str, Any]]:
+    """Peak RSS and CPU time of a fresh process that only imports numpy and onnxruntime, then creates
+    the bundle's session, then runs one window: the floor under any `gate` (median over ``repeats``)."""
+    from edge_detector.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _FLOOR_PROBE, str(b.model_path),
+                              b.manifest["onnx"]["graph_optimization_level"]], capture_output=True, text=True,
+                             check=True, cwd=str(ROOT), env=CHILD_ENV)
+        runs.append(json.loads(out.stdout))
+    return [{"step": runs[0][i]["step"], "cpu_ms": 1000 * float(np.median([r[i]["cpu_s"] for r in runs])),
+             "peak_rss_mib": float(np.median([r[i]["peak_rss_bytes"] for r in runs])) / 2**20}
+            for i in range(len(runs[0]))]
+
+
+#: Runs the CLI in this interpreter and reports the process's own peak RSS (VmHWM) at exit on stderr,
+#: also when the command ends with ``os._exit`` (edge_detector.cli.FAST_EXIT_COMMANDS skip atexit).
 #: (``ru_maxrss`` of a child from ``wait4`` is unusable: Linux carries the forking parent's peak into it.)
 _CLI_WITH_PEAK = r"""
-import atexit, sys
+import atexit, os, sys
 def _peak():
     for l in open('/proc/self/status'):
         if l.startswith('VmHWM'):
             sys.stderr.write('PEAK_RSS_KIB ' + l.split()[1] + '\n')
+            sys.stderr.flush()
 atexit.register(_peak)
+_os_exit = os._exit
+def _exit_with_peak(code):
+    _peak()
+    _os_exit(code)
+os._exit = _exit_with_peak
 sys.argv = ['edge-detect'] + sys.argv[1:]
 from edge_detector.cli import main
 main()
@@ -337,6 +386,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ops = [ort_op_profile(b) for b in bundles]
         print("imports and processes", file=sys.stderr)
         imports = import_profile(args.process_repeats)
+        floor = floor_profile(bundles[0], args.process_repeats)
         gate_bundle = ["--bundle", bundles[0]]
         procs = {
             "gate_short": process_profile(["gate", str(files[0]), "--threads", "1"]
@@ -354,7 +404,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "clock": args.clock, "load_average_at_start": load_avg,
         "rounds": args.rounds, "warmup_rounds": args.warmup,
         "timing": "medians of warmed rounds; every file's stages run round-robin in each round",
-        "bundle": bundles[0], "path": path, "ort_ops": ops, "imports": imports, "process": procs,
+        "bundle": bundles[0], "path": path, "ort_ops": ops, "imports": imports, "floor": floor, "process": procs,
         "environment": capture_environment(),
     }
     out = Path(args.out)
@@ -368,6 +418,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               + ", ".join(f"{k} {v['us']:.0f}" for k, v in list(o['per_op_type_us'].items())[:6]))
     for i in imports:
         print(f"import {i['step']}: wall {i['t_ms']:.0f} ms, CPU {i['cpu_ms']:.0f} ms, peak RSS {i['peak_rss_mib']:.1f} MiB")
+    for i in floor:
+        print(f"floor {i['step']}: CPU {i['cpu_ms']:.0f} ms, peak RSS {i['peak_rss_mib']:.1f} MiB")
     for k, p in procs.items():
         print(f"{k}: wall {p['wall_ms_median']:.0f} ms, CPU {p['cpu_ms_median']:.0f} ms, peak RSS {p['peak_rss_mib_max']:.1f} MiB "
               f"({p['peak_rss_mb_max']:.1f} MB), exit {p['exit_codes'][0]}")
