@@ -2,15 +2,18 @@
 
 A decision under the first-window rule needs the first 4.04 s of audio. Its cost must not
 grow with the file's length or depend on how the source rate relates to 16 kHz. This runs
-the real CLI (`python -m edge_detector.cli gate FILE`, one onnxruntime thread, pinned to
-one core with ``taskset`` when available) as a child process on files it writes into a
-temporary folder, and reads the child's wall time, CPU time and peak RSS (``wait4``
-rusage). Each case is run ``--runs`` times after one warm-up; medians are reported, and
-ratios are taken against the 10 s / 16 kHz case measured in the same run.
+the real CLI (`edge-detect gate FILE`, one onnxruntime thread, pinned to one core with
+``taskset`` when available) as a child process on files it writes into a temporary folder,
+and reads the child's wall time and CPU time (``wait4`` rusage) and its own peak RSS (VmHWM
+at exit, reported by the child: ``ru_maxrss`` of a child started with vfork carries the
+parent's peak). Each case is run ``--runs`` times after one warm-up; medians are reported,
+and ratios are taken against the 10 s / 16 kHz case measured in the same run;
+``length_independence`` compares the 10 min 44.1 kHz file with a 4.5 s one.
 
-Cases: 10 s and 10 min mono files at 8000, 16000, 22050, 44100, 44101 and 48000 Hz, a 10 s
-and a 10 min stereo 192 kHz file, and (to show flat memory with ``--windows all``, which
-must decode everything) the 10 s and 10 min 44.1 kHz files under ``--windows all``.
+Cases: 10 s and 10 min mono files at 8000, 16000, 22050, 44100, 44101 and 48000 Hz, 4.5 s
+files at 16 and 44.1 kHz, a 10 s and a 10 min stereo 192 kHz file, and (to show flat memory
+with ``--windows all``, which must decode everything) the 10 s and 10 min 44.1 kHz files
+under ``--windows all``.
 The audio is the `make-demo` formant synthesis (it passes the speech check, so the model
 runs), tiled to length.
 
@@ -37,6 +40,24 @@ from edge_detector.demo_audio import synthesize_vowels
 from edge_detector.resample import resample
 
 REPO = Path(__file__).resolve().parents[1]
+#: The CLI run as the process with its peak RSS (VmHWM) printed on stderr at exit (also on os._exit).
+_CLI_WITH_PEAK = r"""
+import atexit, os, sys
+def _peak():
+    for l in open('/proc/self/status'):
+        if l.startswith('VmHWM'):
+            sys.stderr.write('PEAK_RSS_KIB ' + l.split()[1] + '\n')
+            sys.stderr.flush()
+atexit.register(_peak)
+_os_exit = os._exit
+def _exit_with_peak(code):
+    _peak()
+    _os_exit(code)
+os._exit = _exit_with_peak
+sys.argv = ['edge-detect'] + sys.argv[1:]
+from edge_detector.cli import main
+main()
+"""
 RATES = [8000, 16000, 22050, 44100, 44101, 48000]
 LENGTHS = {"10s": 10.0, "10min": 600.0}
 
@@ -60,7 +81,7 @@ def write_case(path: Path, seconds: float, rate: int, channels: int) -> None:
 
 
 def run_gate(path: Path, windows: str, pin: bool) -> dict:
-    cmd = [sys.executable, "-m", "edge_detector.cli", "gate", "--threads", "1", "--windows", windows, str(path)]
+    cmd = [sys.executable, "-c", _CLI_WITH_PEAK, "gate", "--threads", "1", "--windows", windows, str(path)]
     if pin and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     t0 = time.perf_counter()
@@ -69,8 +90,13 @@ def run_gate(path: Path, windows: str, pin: bool) -> dict:
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024.0,
-            "exit_code": proc.returncode, "stderr_tail": err.strip().splitlines()[-1:] if err else []}
+    lines = err.strip().splitlines()
+    peak = [ln for ln in lines if ln.startswith("PEAK_RSS_KIB ")]
+    if not peak:
+        raise RuntimeError(f"gate {path.name} reported no peak RSS: {err[-500:]}")
+    lines = [ln for ln in lines if not ln.startswith("PEAK_RSS_KIB ")]
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": int(peak[-1].split()[1]) / 1024.0,
+            "exit_code": proc.returncode, "stderr_tail": lines[-1:]}
 
 
 def measure(path: Path, windows: str, runs: int, pin: bool) -> dict:
@@ -95,15 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pin = not args.no_pin
     cases = [(f"{rate}Hz_mono_{name}", rate, 1, secs, "first") for name, secs in LENGTHS.items() for rate in RATES]
+    cases += [(f"{rate}Hz_mono_4.5s", rate, 1, 4.5, "first") for rate in (16000, 44100)]
     cases += [(f"192000Hz_stereo_{name}", 192000, 2, secs, "first") for name, secs in LENGTHS.items()]
     cases += [(f"44100Hz_mono_{name}_windows_all", 44100, 1, secs, "all") for name, secs in LENGTHS.items()]
     if args.quick:
-        cases = [c for c in cases if c[3] == 10.0]
+        cases = [c for c in cases if c[3] <= 10.0]
     results = {}
     t_start = time.time()
     with tempfile.TemporaryDirectory(prefix="decode_cost_") as tmp:
         for name, rate, channels, secs, windows in cases:
-            path = Path(tmp) / f"{rate}_{channels}_{int(secs)}.wav"
+            path = Path(tmp) / f"{rate}_{channels}_{secs:g}.wav"
             if not path.exists():
                 for old in Path(tmp).glob("*.wav"):  # one long file on disk at a time
                     old.unlink()
@@ -120,13 +147,21 @@ def main(argv: list[str] | None = None) -> int:
         r["cpu_ratio_vs_16k_10s"] = round(r["cpu_s_median"] / ref["cpu_s_median"], 3)
         r["rss_ratio_vs_16k_10s"] = round(r["peak_rss_mib_median"] / ref["peak_rss_mib_median"], 3)
     first = [r for r in results.values() if r["windows"] == "first"]
+    long_, short = results.get("44100Hz_mono_10min"), results.get("44100Hz_mono_4.5s")
+    independence = None if long_ is None or short is None else {
+        "case": "gate, first window: 10 min vs 4.5 s mono 44.1 kHz",
+        "cpu_ratio": round(long_["cpu_s_median"] / short["cpu_s_median"], 3),
+        "wall_ratio": round(long_["wall_s_median"] / short["wall_s_median"], 3),
+        "rss_ratio": round(long_["peak_rss_mib_median"] / short["peak_rss_mib_median"], 3)}
     report = {
         "benchmark": "edge-detect gate: wall time, CPU time and peak RSS of the whole process vs file length and rate",
         "command": "python benchmarks/decode_cost.py" + (f" --runs {args.runs}" if args.runs != 3 else "")
                    + (" --no-pin" if args.no_pin else "") + (" --quick" if args.quick else ""),
         "bundle": "shipped default (edge_detector/models/default)",
-        "method": "child process per run (python -m edge_detector.cli gate --threads 1), pinned to core 0 with "
-                  "taskset when present; one warm-up then --runs runs; medians; rusage of the child (wait4)",
+        "method": "child process per run (edge-detect gate --threads 1 via python -c), pinned to core 0 with "
+                  "taskset when present; one warm-up then --runs runs; medians; CPU time from the child's rusage "
+                  "(wait4), peak RSS = the child's VmHWM at exit",
+        "length_independence": independence,
         "runs": args.runs,
         "pinned": bool(pin and shutil.which("taskset")),
         "summary_first_window": {
