@@ -242,3 +242,19 @@ def test_fuse_refuses_mismatched_members_and_protects_the_output(members, tmp_pa
     assert fuse([members["rawnet2"], members["lfcc"]], nested).exit_code == 0
     res = fuse([nested, members["lfcc"]], tmp_path / "twice")
     assert res.exit_code == ExitCode.BAD_BUNDLE and "may not be a fusion bundle itself" in res.output
+
+
+def test_listen_once_decides_with_a_fusion_bundle(fused, monkeypatch):
+    import sys
+
+    from fake_pyaudio import FakeDevice, FakeModule
+
+    set_thresholds(fused, 1e6, -1e6)  # every decision "uncertain": exit 4 shows the fusion's thresholds ruled
+    x = np.concatenate([np.zeros(4800), speechlike(4.5, seed=5), np.zeros(32000)])
+    fake = FakeModule([FakeDevice("fake mic", default_rate=16000, rates=(16000,))],
+                      autoplay=np.round(x * 32767).astype("<i2"))
+    monkeypatch.setitem(sys.modules, "pyaudio", fake.as_module())
+    res = CliRunner().invoke(main, ["listen", "--bundle", str(fused), "--once"])
+    recs = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert recs and recs[-1]["model_id"] == load_bundle(fused).model_id and recs[-1]["decision"] == "uncertain"
+    assert res.exit_code == ExitCode.UNCERTAIN
