@@ -31,12 +31,12 @@ from edge_detector.windows import first_window
 WINDOW = 64600
 
 
-def lfcc_member(root: Path) -> Path:
-    """An LFCC-GMM bundle: one Gaussian per class, the LFCC mean/variance of generated windows."""
+def lfcc_member(root: Path, sample_rate: int = 16000) -> Path:
+    """An LFCC-GMM bundle: one Gaussian per class, the LFCC mean/variance of generated windows
+    (``sample_rate``: the rate the bundle states; the statistics are those of 16 kHz audio)."""
     from export.lfcc_gmm import GMMConfig, write_bundle
 
-    spec = LFCCSpec()
-    fe = LFCCFrontEnd(spec)
+    fe = LFCCFrontEnd(LFCCSpec())
 
     def gaussian(signals):
         f = np.concatenate([fe(first_window(x, WINDOW)) for x in signals])
@@ -44,7 +44,8 @@ def lfcc_member(root: Path) -> Path:
 
     gmms = {"bonafide": gaussian([speechlike(4.2, seed=s, f0=100 + 20 * s) for s in range(3)]),
             "spoof": gaussian([buzzy(4.2, seed=s) for s in range(3)])}
-    return write_bundle(root / "lfcc", spec, gmms, GMMConfig(components=1), model_id="lfcc-gmm-test")
+    return write_bundle(root / f"lfcc-{sample_rate}", LFCCSpec(sample_rate=sample_rate), gmms, GMMConfig(components=1),
+                        model_id=f"lfcc-gmm-test-{sample_rate}")
 
 
 def noise_member(root: Path) -> Path:
@@ -227,6 +228,9 @@ def test_fuse_refuses_mismatched_members_and_protects_the_output(members, tmp_pa
     res = fuse([members["rawnet2"], other], tmp_path / "out")
     assert res.exit_code == ExitCode.BAD_BUNDLE and "windows.window is 48000" in res.output
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".fuse-*"))
+    res = fuse([members["rawnet2"], lfcc_member(tmp_path, sample_rate=8000)], tmp_path / "out")
+    assert res.exit_code == ExitCode.BAD_BUNDLE and "audio.sample_rate is 8000 Hz, the fusion's is 16000" in res.output
+    assert not (tmp_path / "out").exists()
 
     assert fuse([members["rawnet2"]], tmp_path / "one").exit_code == ExitCode.USAGE
     assert fuse([members["rawnet2"], members["lfcc"]], tmp_path / "w", "--weights", "1").exit_code == ExitCode.USAGE
