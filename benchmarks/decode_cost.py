@@ -39,25 +39,11 @@ import soundfile as sf
 from edge_detector.demo_audio import synthesize_vowels
 from edge_detector.resample import resample
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_path import _CLI_WITH_PEAK, CHILD_ENV  # noqa: E402  (the CLI with its VmHWM printed at exit)
+
 REPO = Path(__file__).resolve().parents[1]
-#: The CLI run as the process with its peak RSS (VmHWM) printed on stderr at exit (also on os._exit).
-_CLI_WITH_PEAK = r"""
-import atexit, os, sys
-def _peak():
-    for l in open('/proc/self/status'):
-        if l.startswith('VmHWM'):
-            sys.stderr.write('PEAK_RSS_KIB ' + l.split()[1] + '\n')
-            sys.stderr.flush()
-atexit.register(_peak)
-_os_exit = os._exit
-def _exit_with_peak(code):
-    _peak()
-    _os_exit(code)
-os._exit = _exit_with_peak
-sys.argv = ['edge-detect'] + sys.argv[1:]
-from edge_detector.cli import main
-main()
-"""
+
 RATES = [8000, 16000, 22050, 44100, 44101, 48000]
 LENGTHS = {"10s": 10.0, "10min": 600.0}
 
@@ -85,7 +71,7 @@ def run_gate(path: Path, windows: str, pin: bool) -> dict:
     if pin and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
