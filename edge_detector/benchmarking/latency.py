@@ -20,7 +20,7 @@ from ..detector import Detector
 from ..session import SessionSettings
 from .stats import latency_summary
 
-__all__ = ["time_calls", "time_interleaved", "measure_bundle_latency", "bundle_latency_callable",
+__all__ = ["CLOCKS", "time_calls", "time_interleaved", "measure_bundle_latency", "bundle_latency_callable",
            "latency_record", "WINDOW_SECONDS", "INTERLEAVE_BLOCK"]
 
 #: Timed runs per model and block in :func:`time_interleaved`.
@@ -45,6 +45,10 @@ def _progress(length: int, label: Optional[str]) -> Iterator[Callable[[], None]]
 #: so single-threaded work is measured by what it costs, not by how busy the machine was.
 WALL_CLOCK = time.perf_counter_ns
 
+#: ``--clock`` choices of ``edge-detect bench``: ``cpu`` is the CPU time of the whole process
+#: (all its threads), so it equals a latency only at one intra-op thread.
+CLOCKS: dict[str, Callable[[], int]] = {"wall": WALL_CLOCK, "cpu": time.process_time_ns}
+
 
 def _elapsed_ms(fn: Callable[[], Any], clock: Callable[[], int] = WALL_CLOCK) -> float:
     t0 = clock()
@@ -52,8 +56,9 @@ def _elapsed_ms(fn: Callable[[], Any], clock: Callable[[], int] = WALL_CLOCK) ->
     return (clock() - t0) / 1e6
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[str] = None) -> np.ndarray:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed; return milliseconds.
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[str] = None,
+               clock: Callable[[], int] = WALL_CLOCK) -> np.ndarray:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed on ``clock``; return milliseconds.
 
     Warm-up matters for onnxruntime (first runs allocate the arena and pick kernels) and
     for PyTorch (oneDNN primitive creation). A progress bar goes to stderr when
@@ -67,7 +72,7 @@ def time_calls(fn: Callable[[], Any], warmup: int, runs: int, label: Optional[st
             fn()
             advance()
         for i in range(runs):
-            out[i] = _elapsed_ms(fn)
+            out[i] = _elapsed_ms(fn, clock)
             advance()
     return out
 
@@ -142,7 +147,8 @@ def latency_record(samples: np.ndarray, det: Detector, settings: SessionSettings
 
 def measure_bundle_latency(bundle_path: str, window: np.ndarray, threads: int, warmup: int, runs: int,
                            label: Optional[str] = None, settings: Optional[SessionSettings] = None,
-                           window_seconds: float = WINDOW_SECONDS) -> dict[str, Any]:
+                           window_seconds: float = WINDOW_SECONDS,
+                           clock: Callable[[], int] = WALL_CLOCK) -> dict[str, Any]:
     """Latency of one bundle at ``threads`` intra-op threads, through ``Detector.score_windows``.
 
     ``score_windows`` is what the runtime calls, so the figure includes its small
@@ -153,5 +159,5 @@ def measure_bundle_latency(bundle_path: str, window: np.ndarray, threads: int, w
                         allow_spinning=s.allow_spinning, graph_optimization_level=s.graph_optimization_level,
                         providers=list(s.providers))
     call, det, session_ms = bundle_latency_callable(bundle_path, window, s)
-    samples = time_calls(call, warmup, runs, label=label)
+    samples = time_calls(call, warmup, runs, label=label, clock=clock)
     return latency_record(samples, det, s, threads, warmup, session_ms, window_seconds)

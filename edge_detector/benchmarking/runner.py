@@ -37,7 +37,7 @@ from . import BENCH_SCHEMA
 from .accuracy import (clean_json, compare_with_full, join_scores, model_accuracy, read_score_file,
                        shipped_threshold_metrics, write_score_file)
 from .environment import capture_environment
-from .latency import (INTERLEAVE_BLOCK, WINDOW_SECONDS, bundle_latency_callable, latency_record,
+from .latency import (CLOCKS, INTERLEAVE_BLOCK, WINDOW_SECONDS, bundle_latency_callable, latency_record,
                       measure_bundle_latency, time_interleaved)
 from .process import measure_process
 
@@ -61,6 +61,7 @@ class BenchConfig:
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
     command_line: Optional[str] = None  # canonical form from the CLI; else derived from argv
+    clock: str = "wall"  # latency clock: "wall" (elapsed) or "cpu" (this process's CPU time)
 
     def session_settings(self, threads: int) -> SessionSettings:
         """The onnxruntime settings every bundle measurement uses (only the thread count varies)."""
@@ -75,6 +76,9 @@ class BenchConfig:
             "windows": "first (ASVspoof protocol: first 64600 samples, tiled when shorter)",
             "latency_batch": 1,
             "latency_definition": "Detector.score_windows on one window, after warm-up; session creation excluded",
+            "clock": self.clock + (" (elapsed time)" if self.clock == "wall" else
+                                   " (CPU time of this process, all threads: a latency only at 1 thread; "
+                                   "robust on a machine shared with other jobs)"),
             "latency_order": (f"full mode: all models timed in alternating blocks of {INTERLEAVE_BLOCK} runs "
                               "(2 untimed runs first in each block), so drift hits every model alike; "
                               "device mode: one bundle after the other"),
@@ -110,6 +114,8 @@ def _bundle_record(name: str, bundle: Bundle) -> dict[str, Any]:
         "path": str(bundle.path),
         "model_id": bundle.model_id,
         "model_sha256": bundle.model_sha256,
+        "family": m["model"].get("family"),
+        "score_kind": m["score"].get("kind"),
         "variant": m["model"]["variant"],
         "quantization": m.get("quantization"),
         "parameters": int(m["model"]["parameters"]),
@@ -316,7 +322,8 @@ def run_full_bench(protocol: str, audio_dir: str, checkpoint: str, bundle_paths:
         previous = torch.get_num_threads()
         torch.set_num_threads(t)
         try:
-            samples = time_interleaved(calls, cfg.warmup, cfg.runs, label=f"latency, all models @{t}t")
+            samples = time_interleaved(calls, cfg.warmup, cfg.runs, label=f"latency, all models @{t}t",
+                                       clock=CLOCKS[cfg.clock])
         finally:
             torch.set_num_threads(previous)
         full_rec["latency"][str(t)] = reference.cpu_latency_record(samples["full"], t, cfg.warmup)
@@ -414,7 +421,8 @@ def _device_only(bundles, out_dir: str, cfg: BenchConfig, audio: str, window, en
         for t in cfg.threads:
             rec["latency"][str(t)] = measure_bundle_latency(str(b.path), window, t, cfg.warmup, cfg.runs,
                                                             label=f"latency {name} @{t}t",
-                                                            settings=cfg.session_settings(t))
+                                                            settings=cfg.session_settings(t),
+                                                            clock=CLOCKS[cfg.clock])
         models.append(rec)
     for rec, (name, procs) in zip(models, _process_records(bundles, cfg, audio, log).items()):
         rec["process"] = procs

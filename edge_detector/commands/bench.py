@@ -116,12 +116,15 @@ def canonical_command_line(ctx: click.Context) -> str:
               help="onnxruntime execution provider for the bundles, repeatable, in order of preference "
                    "(default CPUExecutionProvider; e.g. CUDAExecutionProvider on a Jetson). A missing one falls "
                    "back to CPU with a warning; the report states the provider actually used.")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="Latency clock: wall (elapsed) or cpu (this process's CPU time; use it at --threads 1 on a "
+                   "machine shared with other jobs, where elapsed time measures the wait for a core).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="PNG plots (needs matplotlib).")
 def bench_command(protocol_path: Optional[str], audio_dir: Optional[str], checkpoint: Optional[str],
                   bundles: tuple[str, ...], device_only: tuple[str, ...], asv_scores: Optional[str],
                   full_scores: Optional[str], audio: Optional[str], out_dir: str, threads: str, runs: int,
                   warmup: int, cold_runs: int, rss_windows: int, reference_device: str, batch_size: int,
-                  providers: tuple[str, ...], plots: bool) -> None:
+                  providers: tuple[str, ...], clock: str, plots: bool) -> None:
     """Benchmark edge bundles against the full model (accuracy, latency, memory, size).
 
     \b
@@ -140,7 +143,7 @@ def bench_command(protocol_path: Optional[str], audio_dir: Optional[str], checkp
     thread_list = parse_threads(threads)
     cfg = BenchConfig(threads=thread_list, runs=runs, warmup=warmup, cold_runs=cold_runs, rss_windows=rss_windows,
                       batch_size=batch_size, reference_device=reference_device, plots=plots,
-                      providers=list(providers) or ["CPUExecutionProvider"], argv=list(sys.argv),
+                      providers=list(providers) or ["CPUExecutionProvider"], argv=list(sys.argv), clock=clock,
                       command_line=canonical_command_line(click.get_current_context()))
     try:
         if device_only:
