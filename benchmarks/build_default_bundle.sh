@@ -4,7 +4,9 @@
 #
 #   1. copy-synthesis: every bona fide file through two of four signal-processing vocoders
 #      (WORLD, MLSA, LPC, Griffin-Lim; `edge-detect vocode --per-file 2`), each a spoof
-#      "system" paired with its source;
+#      "system" paired with its source; then every bona fide file through the Lyra v2 neural
+#      speech codec (codec re-synthesis, `--vocoders lyra`) when its model folder is there
+#      (LYRA_DIR, default ../shared/models/lyra beside the corpus; LYRA_DIR=none skips it);
 #   2. a family split (python -m export.family_splits): voice conversion (vc) validates and
 #      picks the checkpoint, multi-speaker / zero-shot TTS (tts_multispeaker) is the test;
 #      bona fide split by speaker (by file in one-voice corpora); no spoof family of either
@@ -37,6 +39,7 @@ EPOCHS=${EPOCHS:-30}
 STEPS=${STEPS:-120}
 SIZE=${SIZE:-small}
 EXCLUDE_CORPORA=${EXCLUDE_CORPORA:-}
+LYRA_DIR=${LYRA_DIR:-$DATA/../../models/lyra}
 RESULTS=benchmarks/results/generalisation
 case "$SIZE" in
   small) SIZES=(--sinc-filters 8 --stage2-channels 48 --gru-hidden 192 --gru-layers 1 --fc1-dim 96) ;;
@@ -46,6 +49,12 @@ esac
 mkdir -p "$WORK" "$RESULTS"
 set -x
 "${ED[@]}" vocode --protocol "$DATA/protocol.txt" --audio-dir "$DATA" --out "$WORK/vocoded" --per-file 2 --jobs 2
+if [ "$LYRA_DIR" != none ] && [ -f "$LYRA_DIR/lyragan.tflite" ]; then
+  "${ED[@]}" vocode --protocol "$DATA/protocol.txt" --audio-dir "$DATA" --out "$WORK/vocoded" --vocoders lyra \
+      --lyra-dir "$LYRA_DIR" --jobs 2
+else
+  echo "no Lyra model folder at $LYRA_DIR: training without codec re-synthesised copies" >&2
+fi
 "$PY" -m export.family_splits --protocol "$DATA/protocol.txt" --sources "$DATA/SOURCES.tsv" \
     --val-families vc --test-families tts_multispeaker --exclude-corpora "$EXCLUDE_CORPORA" --out "$WORK/splits"
 if [ "${TRAIN:-1}" != 0 ]; then
