@@ -49,7 +49,7 @@ def test_equals_direct_convolution_on_speech():
 
 @pytest.mark.parametrize("pool", [1, 9, 27, 81])
 def test_other_pools_equal_direct_convolution(pool):
-    """Narrow pools take the strided-maximum path, wide ones (> 16, coarse-time AASIST variants) one reduction."""
+    """Pools up to 40 take the strided-maximum path, wider ones (coarse-time AASIST variants) one reduction."""
     x = (np.random.default_rng(pool).standard_normal((1, 6000)) * 0.4).astype(np.float32)
     fe = SincFFTFrontEnd(FrontEndSpec(filters=3, kernel=129, pool=pool))
     got, want = fe(x), direct(x, fe.filters, pool)
