@@ -23,6 +23,20 @@ from .textio import read_text
 PathLike = Union[str, os.PathLike]
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "edge-detector-bundle"
+# Files this project writes next to a sealed manifest (not listed in it): name → the "format"
+# their JSON carries. Such a file counts as ours only when it also names the bundle's model id.
+SIDECARS = {"selfcheck.json": "edge-detector-selfcheck"}
+
+
+def _our_sidecar(entry: os.DirEntry, model_id: object) -> bool:
+    """Whether ``entry`` is one of :data:`SIDECARS`, written by us for this very bundle."""
+    if entry.name not in SIDECARS or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+        return False
+    try:
+        doc = json.loads(read_text(entry.path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == SIDECARS[entry.name] and doc.get("model_id") == model_id
 
 
 def _protected(out: Path) -> Optional[str]:
@@ -43,7 +57,8 @@ def bundle_problem(folder: PathLike) -> Optional[str]:
 
     A replaceable bundle is a real folder (not a symlink) whose ``manifest.json`` is a JSON
     object with ``format == "edge-detector-bundle"`` and a ``files`` mapping of plain names,
-    and whose entries are exactly that manifest plus (a subset of) the listed regular files.
+    and whose entries are exactly that manifest plus (a subset of) the listed regular files,
+    plus our own side files (:data:`SIDECARS`, e.g. ``selfcheck.json`` for the same model id).
     """
     p = Path(folder)
     if p.is_symlink():
@@ -65,7 +80,8 @@ def bundle_problem(folder: PathLike) -> Optional[str]:
     foreign = []
     for entry in os.scandir(p):
         if entry.name not in allowed or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            foreign.append(entry.name)
+            if not _our_sidecar(entry, manifest.get("model_id")):
+                foreign.append(entry.name)
     if foreign:
         shown = ", ".join(repr(n) for n in sorted(foreign)[:5]) + (" ..." if len(foreign) > 5 else "")
         return f"it holds {len(foreign)} item(s) the bundle's manifest does not list ({shown})"

@@ -108,6 +108,20 @@ def test_what_counts_as_a_replaceable_bundle(tiny_bundle, tmp_path):
     assert "no manifest.json" in bundle_problem(tiny_bundle)
 
 
+def test_our_selfcheck_file_is_ours_only_for_the_same_model(tiny_bundle):
+    """`selfcheck write` puts selfcheck.json beside the sealed manifest: a re-export may replace it."""
+    from edge_detector.selfcheck import write as write_selfcheck
+
+    write_selfcheck(tiny_bundle)
+    assert bundle_problem(tiny_bundle) is None
+    doc = json.loads((tiny_bundle / "selfcheck.json").read_text())
+    (tiny_bundle / "selfcheck.json").write_text(json.dumps({**doc, "model_id": "someone-elses-model"}))
+    assert "'selfcheck.json'" in bundle_problem(tiny_bundle)
+    (tiny_bundle / "selfcheck.json").write_text("my own notes, not JSON")
+    assert "'selfcheck.json'" in bundle_problem(tiny_bundle)
+    (tiny_bundle / "selfcheck.json").unlink()
+
+
 def test_publish_replaces_a_bundle_and_leaves_no_sibling(tiny_bundle, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(tiny_bundle, out)
