@@ -24,7 +24,7 @@
 #   DATA=/path/to/dev bash benchmarks/build_default_bundle.sh
 #
 # Environment: WORK (artifacts), SIZE (small: 8 filters, 48 channels, GRU 192, FC 96 |
-# wide: 8/64/256/128), EPOCHS (30), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
+# wide: 8/64/256/128), EPOCHS (46), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
 # $WORK/ship/best.pt, SHIP=0 to leave edge_detector/models alone, EXCLUDE_CORPORA (corpora
 # to leave out, e.g. CSMSC for licence reasons: see the corpus README).
 # Wall time on the 2-core dev machine: vocoding ~11 min (2 jobs), training ~2.3 min/epoch
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 ED=("$PY" -W ignore -m edge_detector.cli)
 WORK=${WORK:-artifacts}
-EPOCHS=${EPOCHS:-30}
+EPOCHS=${EPOCHS:-46}
 STEPS=${STEPS:-120}
 SIZE=${SIZE:-small}
 EXCLUDE_CORPORA=${EXCLUDE_CORPORA:-}
