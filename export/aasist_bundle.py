@@ -36,7 +36,6 @@ from edge_detector.windows import WindowRule
 
 from .aasist import AASIST, count_parameters
 from .aasist_export import AASISTBody, AASISTScore, frontend_spec_for
-from .fold import selu_vectorised
 from .onnx_export import FRONTEND_CHOICES, OPSET, PARITY_TOLERANCE, ParityReport, export_onnx, parity_check
 from .onnx_meta import seal_bundle
 
@@ -121,8 +120,10 @@ def build_aasist_bundle(
 
     Raises EdgeDetectorError when ``out_dir`` exists (without ``overwrite``), the front end is
     unknown or the window does not fit it, and ParityError when the gate fails (nothing written).
-    The exported graph writes the encoder's SELUs as Relu + Exp (the same function, vectorised in
-    onnxruntime; measured in ``benchmarks/results/aasist/``).
+    The encoder's SELUs stay ``Selu`` ops: written as Relu + Exp (:func:`export.fold.selu_vectorised`,
+    faster on RawNet2's small maps) they cost 8 % more on AASIST-L's ``[32, 23, 21 490]`` maps
+    (one thread: 228 ms against 212 ms per window, ``benchmarks/results/aasist/edge_aasist-l.json``,
+    variants ``fft-selu`` / ``fft``).
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -134,18 +135,15 @@ def build_aasist_bundle(
     rule = window_rule or WindowRule(window=model.config.window)
     if rule.window != model.config.window:
         raise EdgeDetectorError(f"window of {rule.window} samples, but the model was built for {model.config.window}")
-    import copy
-
-    fast = copy.deepcopy(model).use_selu(selu_vectorised)
     spec = frontend_spec_for(model) if frontend == "numpy-fft" else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent)))
     try:
         onnx_path = tmp / "model.onnx"
         if spec is not None:
-            export_onnx(AASISTBody(fast), onnx_path, input_name="features", input_shape=spec.output_shape(rule.window))
+            export_onnx(AASISTBody(model), onnx_path, input_name="features", input_shape=spec.output_shape(rule.window))
         else:
-            export_onnx(AASISTScore(fast), onnx_path, window=rule.window)
+            export_onnx(AASISTScore(model), onnx_path, window=rule.window)
         report = chunked_parity(model, onnx_path, audio_windows, n_random, tolerance, rule, spec, parity_seed)
         manifest = aasist_manifest(model, meta, checkpoint_path, rule, spec, variant)
         parity = report.to_dict()
@@ -153,7 +151,7 @@ def build_aasist_bundle(
         manifest["parity"] = parity
         manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         manifest["exporter"] = {"torch": torch.__version__, "exporter": "torchscript (dynamo=False)",
-                                "frontend": frontend, "selu": "relu + exp (same function)"}
+                                "frontend": frontend, "selu": "Selu op"}
         licence = Path(checkpoint_path).parent / "LICENSE" if checkpoint_path else None
         if licence is not None and licence.is_file() and "licence" in meta:
             shutil.copyfile(licence, tmp / "LICENSE")
