@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         if step % 50 == 0:
             log(f"step {step}: loss {np.mean(losses[-50:]):.4f} ({time.process_time() - t_train:.0f} CPU-s)")

@@ -168,8 +168,9 @@ def pareto_curve(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build(args: argparse.Namespace, work: Path, subset_windows: np.ndarray, calib: Any) -> dict[str, Any]:
-    """Export every variant to ``work/NAME.onnx`` (an existing file is reused), check it against
-    the PyTorch module it came from on two subset windows, write and return ``work/build.json``."""
+    """Export every variant to ``work/NAME.onnx`` (an existing file is reused, with its record in an
+    existing ``build.json``), check each new file against the PyTorch module it came from on two
+    subset windows, write and return ``work/build.json``."""
     import torch
 
     from aasist_variants import encoder_macs
@@ -203,11 +204,15 @@ def build(args: argparse.Namespace, work: Path, subset_windows: np.ndarray, cali
         torch_models[name] = (AASISTBody(saved["model"].eval()), torch_models[structure][1])
         distilled[name] = {"train_ids": list(saved["train_ids"]), "checkpoint": Path(path).name}
     files: dict[str, tuple[Path, Any]] = {}
+    fresh: set[str] = set()  # written now: checked now
     for name, (module, spec) in torch_models.items():
         path = work / f"{name}.onnx"
         if path.exists():
             log(f"reusing {path.name}")
-        elif spec is None:
+            files[name] = (path, spec)
+            continue
+        fresh.add(name)
+        if spec is None:
             export_onnx(module, path, window=WINDOW)
         else:
             export_onnx(module, path, input_name="features", input_shape=spec.output_shape(WINDOW))
@@ -217,12 +222,17 @@ def build(args: argparse.Namespace, work: Path, subset_windows: np.ndarray, cali
         if path.exists():
             log(f"reusing {path.name}")
         else:
+            fresh.add(name)
             log(f"int8 calibration of {base} on {len(calib.windows)} windows")
             quantize_variant(files[base][0], files[base][1], calib.windows, path)
         files[name] = (path, files[base][1])
+    previous = json.loads((work / "build.json").read_text())["variants"] if (work / "build.json").exists() else {}
     record: dict[str, Any] = {}
     with torch.no_grad():
         for name, (path, spec) in files.items():
+            if name in previous and name not in fresh:
+                record[name] = previous[name]  # same file as when it was checked
+                continue
             module, _ = torch_models[int8_of.get(name, name)]
             s = scorer(path, spec)
             ref = module(torch.from_numpy(s.model_inputs(subset_windows[:2]))).numpy()
@@ -264,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="build: ONNX files + parity; score: the subset (or --shard I/N of it); time: "
                          "latency; report: merge into --out. 'all' runs them in one process")
     ap.add_argument("--shard", default="0/1", help="I/N: score entries I, I+N, I+2N, ... of the subset")
+    ap.add_argument("--only", default="", help="score stage: only these variants (comma-separated; a later "
+                                                "addition such as a distilled variant), written to their own files")
     ap.add_argument("--count", type=int, default=300, help="fidelity subset size")
     ap.add_argument("--calibration", type=int, default=9, help="int8 / low-rank calibration windows (outside the subset)")
     ap.add_argument("--seed", type=int, default=13)
@@ -307,16 +319,18 @@ def main(argv: list[str] | None = None) -> int:
         subset = load_set(mine, args.audio_dir, len(mine), 16000, WINDOW, 600.0, log)
         built, scorers = load_scorers(work)
         skip = set(v for v in args.latency_only.split(",") if v) - {"official"}
+        only = [v for v in args.only.split(",") if v]
         scores = {}
         for name, s in scorers.items():
-            if name in skip:
+            if name in skip or (only and name not in only):
                 continue
             trained = set(built["variants"][name].get("distilled", {}).get("train_ids", []))
             if trained & set(subset.file_ids):
                 raise SystemExit(f"{name} was trained on {len(trained & set(subset.file_ids))} subset file(s)")
             log(f"shard {i}/{n}: scoring {len(subset.file_ids)} windows with {name}")
             scores[name] = s.score(subset.windows)
-        np.savez(work / f"scores_{i}of{n}.npz", ids=np.array(subset.file_ids), labels=subset.labels,
+        tag = "_" + "_".join(only) if only else ""
+        np.savez(work / f"scores{tag}_{i}of{n}.npz", ids=np.array(subset.file_ids), labels=subset.labels,
                  **{f"score:{k}": v for k, v in scores.items()})
         return 0
     if args.stage == "time":
@@ -340,26 +354,35 @@ def main(argv: list[str] | None = None) -> int:
     # report
     built = json.loads((work / "build.json").read_text())
     lat = json.loads((work / "latency.json").read_text())
-    ids: list[str] = []
-    labels: list[np.ndarray] = []
-    parts: dict[str, list[np.ndarray]] = {}
-    for f in sorted(work.glob("scores_*of*.npz")):
+    label_of: dict[str, int] = {}
+    by_id: dict[str, dict[str, float]] = {}  # variant → file id → score (shard files merged by id)
+    for f in sorted(work.glob("scores*_*of*.npz")):
         z = np.load(f)
-        ids += [str(v) for v in z["ids"]]
-        labels.append(z["labels"])
+        fids = [str(v) for v in z["ids"]]
+        label_of.update(zip(fids, (int(v) for v in z["labels"])))
         for k in z.files:
             if k.startswith("score:"):
-                parts.setdefault(k[6:], []).append(z[k])
+                got = by_id.setdefault(k[6:], {})
+                if set(fids) & set(got):
+                    raise SystemExit(f"{f.name}: {k[6:]} scored twice for some files")
+                got.update(zip(fids, (float(v) for v in z[k])))
+    ids = [e.file_id for e in entries if e.file_id in by_id.get("official", {})]
     missing = sorted({e.file_id for e in entries} - set(ids))
-    if len(set(ids)) != len(ids):
-        raise SystemExit("shards overlap: the same file scored twice")
-    lab = np.concatenate(labels)
-    scores = {k: np.concatenate(v) for k, v in parts.items()}
+    for name, got in by_id.items():
+        if set(got) != set(ids):
+            raise SystemExit(f"{name}: scored on {len(got)} files, official on {len(ids)}: run every shard")
+    lab = np.array([label_of[i] for i in ids])
+    scores = {k: np.array([got[i] for i in ids]) for k, got in by_id.items()}
     official_ms = float(np.median(lat["samples_ms"]["official"]))
     variants: dict[str, dict[str, Any]] = {}
-    for name, samples in lat["samples_ms"].items():
+    for name in list(lat["samples_ms"]) + [n for n in scores if n not in lat["samples_ms"]]:
+        # a variant added after the timing run (a distilled one) has its structure's graph and time
+        timed = name if name in lat["samples_ms"] else name.split("+")[0]
+        samples = lat["samples_ms"][timed]
         rec: dict[str, Any] = {"latency_ms": latency_summary(samples, WINDOW / 16000.0),
                                "speedup_vs_official": official_ms / float(np.median(samples))}
+        if timed != name:
+            rec["timed_as"] = timed
         if name in built["variants"]:
             rec.update(built["variants"][name])
         if name in scores:
