@@ -384,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         if timed != name:
             rec["timed_as"] = timed
         if name in built["variants"]:
-            rec.update(built["variants"][name])
+            rec.update(copy.deepcopy(built["variants"][name]))
+            if "distilled" in rec:  # no file list of the corpus in a committed report: the count only
+                rec["distilled"]["train_files"] = len(rec["distilled"].pop("train_ids"))
         if name in scores:
             rec.update(fidelity(scores["official"], scores[name], lab))
         variants[name] = rec
