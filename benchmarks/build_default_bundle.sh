@@ -27,8 +27,9 @@
 # wide: 8/64/256/128), EPOCHS (46), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
 # $WORK/ship/best.pt, SHIP=0 to leave edge_detector/models alone, EXCLUDE_CORPORA (corpora
 # to leave out, e.g. CSMSC for licence reasons: see the corpus README).
-# Wall time on the 2-core dev machine: vocoding ~11 min (2 jobs), training ~2.3 min/epoch
-# per run at one thread (training reports record theirs).
+# Wall time on the 2-core dev machine: vocoding ~11 min (2 jobs) + Lyra copies ~1.3 min,
+# training 1.5-2 min per epoch at one thread (~70 min for the shipped 46 epochs; the run's
+# report.json records its own), export + int8 + calibration + reports ~1 min (TRAIN=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DATA:?set DATA to the corpus folder (protocol.txt, SOURCES.tsv + audio)}"
