@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="score stage: only these variants (comma-separated; a later "
                                                 "addition such as a distilled variant), written to their own files")
     ap.add_argument("--count", type=int, default=300, help="fidelity subset size")
+    ap.add_argument("--skip-trained", action="store_true",
+                    help="leave out of the subset every file a distilled variant was trained on (a subset as "
+                         "large as the corpus then still measures every variant on files none of them saw)")
     ap.add_argument("--calibration", type=int, default=9, help="int8 / low-rank calibration windows (outside the subset)")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS,
@@ -308,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     # The subset: the first --count entries of the order (a file that cannot be decoded is left out
     # and named in the log; every shard applies the same rule to its own entries).
     entries = order[: args.count]
+    if args.skip_trained and (work / "build.json").exists():  # e.g. all of dev with a distilled variant
+        trained = {i for v in json.loads((work / "build.json").read_text())["variants"].values()
+                   for i in v.get("distilled", {}).get("train_ids", [])}
+        entries = [e for e in entries if e.file_id not in trained]
     if args.stage == "build":
         head = load_set(entries[:2], args.audio_dir, 2, 16000, WINDOW, 600.0, log)
         calib = load_set(order[args.count:], args.audio_dir, args.calibration, 16000, WINDOW, 600.0, log)
@@ -393,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "what": f"{built['model']} edge variants: one-thread CPU time per 4.04 s window and fidelity to the official model",
         "commands": "see README.md next to this file (stages build, score in shards, time, report)",
-        "subset_rule": f"first {args.count} entries of quantize.static_int8.balanced_order(protocol, seed={args.seed})",
+        "subset_rule": f"first {args.count} entries of quantize.static_int8.balanced_order(protocol, seed={args.seed})"
+                       + (" without the distilled variants' training files" if args.skip_trained else ""),
         "calibration_rule": f"first {args.calibration} decodable entries after them (int8 ranges, low-rank fits)",
         "n_files": len(ids), "n_bonafide": int(lab.sum()), "not_decodable": missing,
         "threads": 1, "graph_optimization_level": "all",
