@@ -232,12 +232,19 @@ def fusion_manifest(members: Sequence["Bundle"], folders: Sequence[str],
     Audio and window rule are the first member's (every member must have its rate and
     window length: :func:`check_member`); ``min_seconds`` the largest and ``max_seconds``
     the smallest of the members'. Default weights ``1/k``: the mean of the members' llr.
+    Until `calibrate` fits them, the thresholds are the members' own, made conservative (the
+    gate fails closed): accept only at or above ``sum(w) * max_i accept_i`` (the strictest
+    member's accept threshold on the weighted sum), reject below ``sum(w) * max_i reject_i``.
     """
     from .bundle import FORMAT_NAME, FORMAT_VERSION, ORIENTATION
     from .digest import sha256
 
     k = len(members)
     w = [1.0 / k] * k if weights is None else [float(v) for v in weights]
+    if not all(math.isfinite(v) and v > 0 for v in w):
+        raise ValueError(f"fusion weights must be finite and > 0, got {w}")
+    accept = sum(w) * max(float(m.manifest["thresholds"]["accept"]) for m in members)
+    reject = min(accept, sum(w) * max(float(m.manifest["thresholds"]["reject"]) for m in members))
     first = members[0].manifest
     ident = sha256()
     ident.update("|".join(m.model_sha256 for m in members).encode())
@@ -259,8 +266,10 @@ def fusion_manifest(members: Sequence["Bundle"], folders: Sequence[str],
                   "description": "weighted sum of the members' calibrated scores; higher = more bona fide"},
         "calibration": {"method": "none", "scale": 1.0, "offset": 0.0,
                         "description": "uncalibrated: llr = the weighted sum as built; run `edge-detect calibrate`"},
-        "thresholds": {"accept": 0.0, "reject": 0.0, "on": "calibrated",
-                       "rule": "accept if calibrated >= accept; reject if calibrated < reject; else uncertain"},
+        "thresholds": {"accept": accept, "reject": reject, "on": "calibrated",
+                       "rule": "accept if calibrated >= accept; reject if calibrated < reject; else uncertain",
+                       "description": "uncalibrated: sum(weights) x the strictest member's accept and reject "
+                                      "thresholds; run `edge-detect calibrate`"},
         "source_checkpoint": {"members": {f: m.manifest["source_checkpoint"] for f, m in zip(folders, members)}},
         "quantization": None,
         "evaluation": None,

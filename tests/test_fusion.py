@@ -165,6 +165,17 @@ def test_calibrate_gives_the_informative_member_the_larger_weight(members, tmp_p
         assert load_bundle(cal / folder).manifest == load_bundle(out / folder).manifest
 
 
+def test_an_uncalibrated_fusion_is_as_strict_as_its_strictest_member(members, tmp_path):
+    """Before `calibrate`, the gate must not accept what a member alone would not: sum(w) x the strictest thresholds."""
+    a = Path(shutil.copytree(members["rawnet2"], tmp_path / "a"))
+    b = Path(shutil.copytree(members["lfcc"], tmp_path / "b"))
+    set_thresholds(a, 1.5, -0.5)
+    set_thresholds(b, 0.8, 0.2)
+    assert fuse([a, b], tmp_path / "f", "--weights", "0.7,0.4").exit_code == 0
+    t = load_bundle(tmp_path / "f").manifest["thresholds"]
+    assert t["accept"] == pytest.approx(1.1 * 1.5) and t["reject"] == pytest.approx(1.1 * 0.2)
+
+
 def test_gate_exit_codes(fused, tmp_path):
     voice = write(tmp_path / "voice.wav", speechlike(3.0, seed=8, f0=130))
     tone = write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000)).astype(np.float32))
@@ -234,6 +245,11 @@ def test_fuse_refuses_mismatched_members_and_protects_the_output(members, tmp_pa
 
     assert fuse([members["rawnet2"]], tmp_path / "one").exit_code == ExitCode.USAGE
     assert fuse([members["rawnet2"], members["lfcc"]], tmp_path / "w", "--weights", "1").exit_code == ExitCode.USAGE
+    # zero weights would give every input llr 0 (accepted at threshold 0); a negative one turns a member around
+    for bad in ("0,0", "1,-1", "1,0", "nan,1"):
+        res = fuse([members["rawnet2"], members["lfcc"]], tmp_path / "w", "--weights", bad)
+        assert res.exit_code == ExitCode.USAGE and "> 0" in res.output, bad
+        assert not (tmp_path / "w").exists()
 
     mine = tmp_path / "mine"
     mine.mkdir()
