@@ -267,3 +267,26 @@ def test_console_script_score_and_gate(tiny_bundle, mixed):
     assert jsonl(p.stdout)[0]["decision"] == "reject"
     p = subprocess.run([exe, "gate", str(mixed / "nope.wav")], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 6
+
+
+def test_score_reports_a_folder_it_cannot_list_and_scores_the_rest(tiny_bundle_master, tmp_path, monkeypatch):
+    """A walked folder that cannot be listed (permission denied) is an error record, never silently skipped."""
+    root = tmp_path / "walk"
+    (root / "ok").mkdir(parents=True)
+    (root / "locked").mkdir()
+    write(root / "ok" / "a.wav", speechlike(2.0, seed=3))
+    write(root / "locked" / "x.wav", speechlike(2.0, seed=4))
+    locked = str(root / "locked")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    res = CliRunner().invoke(main, ["score", "--bundle", str(tiny_bundle_master), "--no-speech-check", str(root)])
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 5, res.output
+    assert [r.get("error") for r in recs] == ["unreadable_file", None]
+    assert "cannot list this folder (Permission denied)" in recs[0]["message"] and recs[1]["file"].endswith("a.wav")

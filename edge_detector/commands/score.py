@@ -8,22 +8,41 @@ from typing import Iterator, Optional
 import click
 
 from ..audio_source import STDIN_NAME, cli_input, display_name, with_name_fields
-from ..errors import EdgeDetectorError, ExitCode
+from ..errors import EdgeDetectorError, ExitCode, FileReadError
 from ..records import error_record
 from ._common import build_detector, emit, exit_with, fail, log, runtime_options
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
 
 
+class UnlistableFolder(type(Path())):  # type: ignore[misc]
+    """A folder met while walking that could not be listed; ``reason`` says why (its files are unknown)."""
+
+    reason = ""
+
+
+def _unlistable(err: OSError) -> Path:
+    folder = UnlistableFolder(err.filename)
+    folder.reason = err.strerror or str(err)
+    return folder
+
+
 def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Files as given; folders walked (sorted) for audio files. Missing paths are yielded too."""
+    """Files as given; folders walked (sorted) for audio files. Missing paths are yielded too.
+
+    A folder inside the walk that cannot be listed (permission denied, I/O error) is yielded
+    as an :class:`UnlistableFolder`, so the caller reports it instead of silently scoring less.
+    """
     for raw in paths:
         p = Path(raw)
         if raw == STDIN_NAME:  # standard input; Path("-") would be a file named "-"
             yield p
         elif p.is_dir():
             skipped = 0
-            for root, dirs, files in os.walk(p):
+            failed: list[OSError] = []
+            for root, dirs, files in os.walk(p, onerror=failed.append):
+                while failed:
+                    yield _unlistable(failed.pop(0))
                 dirs.sort()
                 for name in sorted(files):
                     fp = Path(root) / name
@@ -31,6 +50,8 @@ def iter_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
                         yield fp
                     else:
                         skipped += 1
+            while failed:
+                yield _unlistable(failed.pop(0))
             if skipped:
                 log(f"{display_name(p)}: skipped {skipped} file(s) without an audio extension")
         else:
@@ -67,6 +88,9 @@ def score_command(paths: tuple[str, ...], bundle_path: Optional[str], profile: O
         raise click.UsageError("'-' (standard input) may be given once")
     for path in iter_inputs(paths):
         try:
+            if isinstance(path, UnlistableFolder):
+                raise FileReadError(f"{display_name(path)}: cannot list this folder ({path.reason}); "
+                                    "its audio files were not scored")
             src, source = cli_input(path)
             result = detector.score_file(src, windows=windows, source=source)
         except EdgeDetectorError as exc:
