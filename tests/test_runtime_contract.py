@@ -201,3 +201,19 @@ def test_profile_threads_and_the_override(tiny_bundle_master):
     assert session_threads(build_detector(str(tiny_bundle_master), "x86", None)) == 4
     assert session_threads(build_detector(str(tiny_bundle_master), "x86", 2)) == 2
     assert session_threads(build_detector(str(tiny_bundle_master), None, None)) == 1  # the CLI's default
+
+
+def test_make_demo_never_replaces_a_file_without_overwrite_and_refuses_bad_options(tmp_path):
+    mine = tmp_path / "keep.wav"
+    mine.write_bytes(b"my own recording")
+    r = CliRunner().invoke(main, ["make-demo", str(mine)])
+    assert r.exit_code == 2 and "already exists" in r.output and mine.read_bytes() == b"my own recording"
+    r = CliRunner().invoke(main, ["make-demo", str(mine), "--overwrite", "--seconds", "1"])
+    assert r.exit_code == 0, r.output
+    assert sf.info(str(mine)).frames == 16000
+    for bad in (["--seconds", "0"], ["--seconds", "-1"], ["--rate", "0"]):
+        r = CliRunner().invoke(main, ["make-demo", str(tmp_path / "x.wav"), *bad])
+        assert r.exit_code == 2 and "Traceback" not in r.output, bad
+    r = CliRunner().invoke(main, ["make-demo", str(tmp_path / "out.txt")])
+    assert r.exit_code == 2 and "extension" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]  # nothing else written, no temporary left
