@@ -58,8 +58,13 @@ def bundle_problem(folder: PathLike) -> Optional[str]:
     A replaceable bundle is a real folder (not a symlink) whose ``manifest.json`` is a JSON
     object with ``format == "edge-detector-bundle"`` and a ``files`` mapping of plain names,
     and whose entries are exactly that manifest plus (a subset of) the listed regular files,
-    plus our own side files (:data:`SIDECARS`, e.g. ``selfcheck.json`` for the same model id).
+    plus our own side files (:data:`SIDECARS`, e.g. ``selfcheck.json`` for the same model id),
+    plus, for a fusion bundle, the member sub-folders its manifest names (``fusion.members``),
+    each itself a replaceable bundle. The manifest must carry a valid seal (``manifest_sha256``,
+    which every writer of ours stores): a hand-written look-alike is not ours to delete.
     """
+    from .bundle import MANIFEST_DIGEST_FIELD, manifest_digest
+
     p = Path(folder)
     if p.is_symlink():
         return "it is a symbolic link"
@@ -73,13 +78,25 @@ def bundle_problem(folder: PathLike) -> Optional[str]:
         return f"its {MANIFEST_NAME} is not a readable JSON manifest"
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         return f"its {MANIFEST_NAME} is not an edge-detector bundle manifest"
+    try:
+        sealed = manifest.get(MANIFEST_DIGEST_FIELD) == manifest_digest(manifest)
+    except (TypeError, ValueError):
+        sealed = False
+    if not sealed:
+        return f"its {MANIFEST_NAME} carries no valid seal ({MANIFEST_DIGEST_FIELD}): not written by this project as it is"
     files = manifest.get("files")
     if not isinstance(files, dict):
         return f"its {MANIFEST_NAME} lists no files"
     allowed = {MANIFEST_NAME} | {n for n in files if isinstance(n, str) and "/" not in n and "\\" not in n}
+    fusion = manifest.get("fusion") if isinstance(manifest.get("fusion"), dict) else {}
+    members = {n for n in fusion.get("members", []) if isinstance(n, str) and "/" not in n and "\\" not in n
+               and n not in (".", "..")}
     foreign = []
     for entry in os.scandir(p):
-        if entry.name not in allowed or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+        if entry.name in members and entry.is_dir(follow_symlinks=False):
+            if bundle_problem(entry.path) is not None:
+                foreign.append(entry.name)
+        elif entry.name not in allowed or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
             if not _our_sidecar(entry, manifest.get("model_id")):
                 foreign.append(entry.name)
     if foreign:

@@ -122,6 +122,29 @@ def test_our_selfcheck_file_is_ours_only_for_the_same_model(tiny_bundle):
     (tiny_bundle / "selfcheck.json").unlink()
 
 
+def test_a_look_alike_manifest_without_our_seal_is_not_ours(tmp_path):
+    """A folder with a hand-written bundle-like manifest listing the user's own file is never replaced."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "manifest.json").write_text(json.dumps({"format": "edge-detector-bundle", "files": {"notes.txt": {}}}))
+    assert "no valid seal" in bundle_problem(mine)
+
+
+def test_overwrite_replaces_a_fusion_bundle_with_its_members(tiny_bundle_master, tmp_path):
+    out = tmp_path / "fused"
+    args = ["fuse", str(tiny_bundle_master), str(tiny_bundle_master), "-o", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert bundle_problem(out) is None
+    member = next(p for p in out.iterdir() if p.is_dir())
+    (member / "notes.txt").write_text("mine")  # a user's file inside a member: the whole fusion is not ours
+    assert repr(member.name) in bundle_problem(out)
+    (member / "notes.txt").unlink()
+    res = CliRunner().invoke(main, ["convert-fp16", str(tiny_bundle_master), "-o", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert load_bundle(out).manifest["model"]["family"] != "fusion" and not any(p.is_dir() for p in out.iterdir())
+
+
 def test_publish_replaces_a_bundle_and_leaves_no_sibling(tiny_bundle, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(tiny_bundle, out)
