@@ -24,11 +24,11 @@
 #   DATA=/path/to/dev bash benchmarks/build_default_bundle.sh
 #
 # Environment: WORK (artifacts), SIZE (small: 8 filters, 48 channels, GRU 192, FC 96 |
-# wide: 8/64/256/128), EPOCHS (46), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
+# wide: 8/64/256/128), EPOCHS (50), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
 # $WORK/ship/best.pt, SHIP=0 to leave edge_detector/models alone, EXCLUDE_CORPORA (corpora
 # to leave out, e.g. CSMSC for licence reasons: see the corpus README).
 # Wall time on the 2-core dev machine: vocoding ~11 min (2 jobs) + Lyra copies ~1.3 min,
-# training 1.5-2 min per epoch at one thread (~70 min for the shipped 46 epochs; the run's
+# training 1.5-2 min per epoch at one thread (~80 min for the shipped 50 epochs; the run's
 # report.json records its own), export + int8 + calibration + reports ~1 min (TRAIN=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 ED=("$PY" -W ignore -m edge_detector.cli)
 WORK=${WORK:-artifacts}
-EPOCHS=${EPOCHS:-46}
+EPOCHS=${EPOCHS:-50}
 STEPS=${STEPS:-120}
 SIZE=${SIZE:-small}
 EXCLUDE_CORPORA=${EXCLUDE_CORPORA:-}
