@@ -193,7 +193,10 @@ def test_cli_export_options(small_model, tmp_path):
     ckpt = tmp_path / "m.pt"
     save_checkpoint(small_model, str(ckpt))
     out = tmp_path / "bundle"
-    r = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(out), "--frontend", "numpy-fft", "--gru", "matmul"])
+    # a fixed --parity-seed: the gate's random windows are otherwise fresh on every export, and this test
+    # must not depend on which ones a run draws (unseeded, it failed once in four clean-clone runs at 1.08e-4)
+    r = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(out), "--frontend", "numpy-fft", "--gru", "matmul",
+                                  "--parity-seed", "0"])
     assert r.exit_code == 0, r.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["exporter"]["frontend"] == "numpy-fft" and m["exporter"]["gru"] == "matmul"
