@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from edge_detector.benchmarking.stats import spearman
 from edge_detector.metrics import compute_eer
@@ -63,6 +64,15 @@ class TrainConfig:
     nonspeech_fraction: float = 0.0
     steps_per_epoch: int = 0
     fft_frontend: bool = False  # train through the sinc bank with FFT convolution (same output, faster)
+    # Weight averaging and learning-rate decay. ema_decay > 0 keeps an exponential moving average
+    # of the weights (and BatchNorm statistics), updated after every step; validation, best.pt and
+    # last.pt then use the averaged model. lr_final set: cosine decay of the learning rate from lr
+    # at epoch lr_decay_start to lr_final at the last epoch (a function of the epoch, so a resumed
+    # run follows the same schedule). keep_every > 0 also writes epoch_N.pt every N epochs.
+    ema_decay: float = 0.0
+    lr_final: Optional[float] = None
+    lr_decay_start: int = 0
+    keep_every: int = 0
     log_every: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -145,6 +155,14 @@ class Trainer:
         self.augment_fn = augment_fn
         self.log = log
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        if cfg.lr_final is not None and not 0.0 <= cfg.lr_final <= cfg.lr:
+            raise ValueError(f"lr_final must be in [0, lr={cfg.lr}], got {cfg.lr_final}")
+        # Polyak/EMA weight averaging (Izmailov et al. 2018, "Averaging weights leads to wider
+        # optima and better generalization", arXiv 1803.05407) through torch's own swa_utils.
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema_decay > 0 else None)
         # class index 0 = spoof, 1 = bona fide
         self.loss_weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
         self.rng = np.random.default_rng(cfg.seed)
@@ -177,6 +195,7 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "augment_rng": _augment_rng_state(self.augment_fn),
                 "train_config": asdict(self.cfg),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
             },
             self.out_dir / "last_state.pt",
         )
@@ -189,6 +208,13 @@ class Trainer:
         self.best_eer = float(state["best_eer"])
         self.best_key = float(state.get("best_key", self.best_eer))
         self.history = list(state["history"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:
+            # Averaging switched on at resume: the average starts from the resumed weights at the
+            # first step, and selection starts over (the earlier best was another model's).
+            self.best_eer = self.best_key = float("inf")
+            self.log("weight averaging starts at this resume: best checkpoint selection starts over")
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         # RawBoost draws from its own generator: restore it too, or a resumed run augments differently.
@@ -320,7 +346,28 @@ class Trainer:
             self._optimise(loss, losses, b + 1, steps, t0)
         return _epoch_loss(losses)
 
+    @property
+    def evaluated_model(self) -> RawNet2:
+        """The model that is validated and saved: the weight average when ``ema_decay`` > 0."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``: ``lr``, or the cosine decay to ``lr_final``.
+
+        Cosine annealing as in Loshchilov & Hutter, "SGDR" (arXiv 1608.03983), one cycle without
+        restarts: lr_final + (lr - lr_final)(1 + cos(pi t)) / 2, t the fraction of the decay
+        epochs [lr_decay_start, epochs) already done.
+        """
+        cfg = self.cfg
+        if cfg.lr_final is None or epoch < cfg.lr_decay_start:
+            return cfg.lr
+        span = max(1, cfg.epochs - cfg.lr_decay_start)
+        t = min(1.0, (epoch - cfg.lr_decay_start) / span)
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1.0 + float(np.cos(np.pi * t)))
+
     def train_epoch(self) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.epoch)
         if self.cfg.pair_fraction > 0 or self.cfg.nonspeech_fraction > 0:
             self.model.train()
             apply_freeze(self.model, trainable_groups_at(self.epoch, self.cfg))
@@ -357,6 +404,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         losses.append(float(loss.detach()))
         _progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}", done, total, t0, f"loss {np.mean(losses):.4f}")
 
@@ -366,10 +415,13 @@ class Trainer:
         ``scores``: the model's validation scores when the caller already has them.
         """
         if scores is None:
-            scores = score_signals(self.model, self.val_set.signals)
+            scores = score_signals(self.evaluated_model, self.val_set.signals)
         labels = self.val_set.labels
         eer, _ = compute_eer(scores[labels == 1], scores[labels == 0])
         out = {"val_eer": float(eer)}
+        if self.ema is not None:  # the raw weights too, to show what averaging changes
+            raw = score_signals(self.model, self.val_set.signals)
+            out["val_eer_raw"] = float(compute_eer(raw[labels == 1], raw[labels == 0])[0])
         if self.teacher is not None:
             if self._teacher_val_scores is None:
                 self._teacher_val_scores = score_signals(self.teacher, self.val_set.signals)
@@ -394,12 +446,16 @@ class Trainer:
             if improved:
                 self.best_key = key
                 self.best_eer = val["val_eer"]
-                save_checkpoint(self.model, str(self.out_dir / "best.pt"), meta={"epoch": self.epoch, **val})
-            rec = {"epoch": self.epoch, "loss": loss, **val, "seconds": round(time.time() - t0, 1), "best": improved}
+                save_checkpoint(self.evaluated_model, str(self.out_dir / "best.pt"), meta={"epoch": self.epoch, **val})
+            if self.cfg.keep_every > 0 and self.epoch % self.cfg.keep_every == 0:
+                save_checkpoint(self.evaluated_model, str(self.out_dir / f"epoch_{self.epoch}.pt"),
+                                meta={"epoch": self.epoch, **val})
+            rec = {"epoch": self.epoch, "loss": loss, **val, "lr": self.lr_at(self.epoch - 1),
+                   "seconds": round(time.time() - t0, 1), "best": improved}
             self.history.append(rec)
             self.log(json.dumps(rec))
             self.save_state()
-        save_checkpoint(self.model, str(self.out_dir / "last.pt"), meta={"epoch": self.epoch})
+        save_checkpoint(self.evaluated_model, str(self.out_dir / "last.pt"), meta={"epoch": self.epoch})
         (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=2))
         return {"best_val_eer": self.best_eer, "epochs": self.epoch, "history": self.history,
                 "select_by": self.cfg.select_by}

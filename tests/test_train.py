@@ -362,3 +362,108 @@ def test_fidelity_selection_keeps_the_epoch_that_ranks_most_like_the_teacher(tmp
     meta = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=False)["meta"]
     assert meta["epoch"] == best_epoch
     assert meta["val_spearman_teacher"] == pytest.approx(max(rhos))
+
+
+# --------------------------------------------------------------------------- weight averaging, LR decay
+
+
+def _tiny_trainer(tmp_path, **cfg_kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = RawNet2(RawNet2Config(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32,
+                                  gru_layers=1, fc1_dim=32))
+    entries = [ProtocolEntry("SRCA_a", f"F{i}", "-" if i % 2 else "tts", "bonafide" if i % 2 else "spoof")
+               for i in range(8)]
+    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(8)]
+    data = Corpus(entries, signals)
+    cfg = TrainConfig(batch_size=4, lr=1e-2, augment=False, **cfg_kwargs)
+    return Trainer(model, data, data, tmp_path, cfg, log=lambda s: None)
+
+
+def test_cosine_learning_rate_schedule_and_its_use_in_an_epoch(tmp_path):
+    trainer = _tiny_trainer(tmp_path, epochs=6, lr_final=1e-4, lr_decay_start=2)
+    lrs = [trainer.lr_at(e) for e in range(6)]
+    assert lrs[:3] == [1e-2, 1e-2, 1e-2]  # constant before the decay, and its first epoch is at lr
+    # t = 1/4, 1/2, 3/4 of the 4 decay epochs: lr_final + (lr - lr_final)(1 + cos(pi t)) / 2
+    for e, t in ((3, 0.25), (4, 0.5), (5, 0.75)):
+        assert lrs[e] == pytest.approx(1e-4 + (1e-2 - 1e-4) * (1 + np.cos(np.pi * t)) / 2)
+    assert lrs[4] == pytest.approx((1e-2 + 1e-4) / 2)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    trainer.epoch = 4
+    trainer.train_epoch()
+    assert all(g["lr"] == pytest.approx(lrs[4]) for g in trainer.optimizer.param_groups)
+    assert _tiny_trainer(tmp_path, epochs=6).lr_at(5) == 1e-2  # no lr_final: constant
+    with pytest.raises(ValueError, match="lr_final"):
+        _tiny_trainer(tmp_path, epochs=6, lr_final=0.5)
+    with pytest.raises(ValueError, match="ema_decay"):
+        _tiny_trainer(tmp_path, epochs=6, ema_decay=1.0)
+
+
+def test_weight_average_follows_the_ema_of_every_step_including_batchnorm_statistics(tmp_path):
+    decay = 0.75
+    trainer = _tiny_trainer(tmp_path, epochs=1, ema_decay=decay)
+    after_steps = []
+    step = trainer.optimizer.step
+
+    def recording_step(*a, **k):
+        out = step(*a, **k)
+        after_steps.append(_snapshot(trainer.model))
+        return out
+
+    trainer.optimizer.step = recording_step
+    trainer.train_epoch()
+    assert len(after_steps) == 2  # 8 files, batches of 4
+    expected = {k: v.clone() for k, v in after_steps[0].items()}  # the first update copies
+    for snap in after_steps[1:]:
+        for k, v in snap.items():
+            if v.is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * v
+    averaged = trainer.evaluated_model.state_dict()
+    assert trainer.evaluated_model is not trainer.model
+    for k, v in expected.items():
+        if v.is_floating_point():
+            assert torch.allclose(averaged[k], v, atol=1e-6), k
+    assert not torch.equal(averaged["first_bn.running_mean"], trainer.model.state_dict()["first_bn.running_mean"])
+    assert not torch.equal(averaged["fc2_gru.weight"], trainer.model.state_dict()["fc2_gru.weight"])
+    # validation scores the average and reports the raw weights beside it
+    val = trainer.validate()
+    assert set(val) == {"val_eer", "val_eer_raw"}
+
+
+def test_averaged_run_saves_the_average_keeps_epochs_and_resumes_exactly(corpus, tmp_path):
+    protocol, audio = corpus
+    opts = ("--seed", "11", "--ema-decay", "0.9", "--lr-final", "0", "--keep-every", "1")
+    full = tmp_path / "full"
+    run_train(protocol, audio, full, "--epochs", "2", *opts)
+    hist = history(full)
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert all("val_eer_raw" in h for h in hist)
+    assert hist[0]["lr"] == pytest.approx(1e-4) and hist[1]["lr"] == pytest.approx(1e-4 / 2)
+    for name in ("epoch_1.pt", "epoch_2.pt"):
+        assert (full / name).is_file()
+    state = torch.load(full / "last_state.pt", weights_only=False)
+    last, _ = load_checkpoint(str(full / "last.pt"))
+    ema_module = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    for k, v in last.state_dict().items():
+        assert torch.equal(v, ema_module[k]), k  # last.pt holds the average, not the raw weights
+    assert any(not torch.equal(v, state["model"][k]) for k, v in last.state_dict().items() if v.is_floating_point())
+
+    part = tmp_path / "part"
+    run_train(protocol, audio, part, "--epochs", "1", *opts)
+    run_train(protocol, audio, part, "--epochs", "2", *opts, "--resume", str(part / "last_state.pt"))
+    assert history(part) == hist
+    resumed, _ = load_checkpoint(str(part / "last.pt"))
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, last.state_dict()[k]), k
+
+
+def test_switching_averaging_on_at_resume_starts_selection_over(run_two_epochs, corpus, tmp_path):
+    protocol, audio = corpus
+    full, _ = run_two_epochs
+    out = tmp_path / "switched"
+    out.mkdir()
+    result = run_train(protocol, audio, out, "--epochs", "3", "--seed", "11", "--ema-decay", "0.9",
+                       "--resume", str(full / "last_state.pt"))
+    assert "selection starts over" in result.stderr
+    hist = history(out)
+    assert hist[-1]["epoch"] == 3 and hist[-1]["best"] is True  # first averaged epoch is the best so far
+    assert load_checkpoint(str(out / "best.pt"))[1]["epoch"] == 3

@@ -71,6 +71,16 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
               help="rawnet2 pair-aware training: batches per epoch (0 = one pass over the training files).")
 @click.option("--fft-frontend/--direct-frontend", default=False, show_default=True,
               help="rawnet2: run the fixed sinc bank as an FFT convolution while training (same output, faster).")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="rawnet2: keep an exponential moving average of the weights with this per-step decay "
+                   "(e.g. 0.998) and validate/save the average (0 = off).")
+@click.option("--lr-final", type=click.FloatRange(min=0), default=None,
+              help="rawnet2: cosine-decay the learning rate from --lr to this value over the epochs from "
+                   "--lr-decay-start to --epochs (default: constant --lr).")
+@click.option("--lr-decay-start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="rawnet2: first epoch (0-based) of the --lr-final decay; useful when resuming.")
+@click.option("--keep-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="rawnet2: also write OUT/epoch_N.pt every N epochs (0 = only best.pt and last.pt).")
 @click.option("--gmm-components", type=click.IntRange(min=1), default=512, show_default=True,
               help="lfcc-gmm: Gaussian components per class (the baseline's 512).")
 @click.option("--gmm-iter", type=click.IntRange(min=1), default=10, show_default=True,
@@ -87,7 +97,8 @@ def train_command(model: str, protocol_path: str, audio_dir: str, out_dir: str, 
                   gru_hidden: int, gru_layers: int, fc1_dim: int, heldout_protocol: Optional[str],
                   gmm_components: int, gmm_iter: int, gmm_max_frames: int, vocoded_dir: Optional[str],
                   pair_fraction: Optional[float], contrastive_weight: float, nonspeech_fraction: float,
-                  condition_augment: bool, steps_per_epoch: int, fft_frontend: bool) -> None:
+                  condition_augment: bool, steps_per_epoch: int, fft_frontend: bool, ema_decay: float,
+                  lr_final: Optional[float], lr_decay_start: int, keep_every: int) -> None:
     """Train RawNet2 (official recipe by default, keep the best-validation-EER checkpoint) or LFCC-GMM.
 
     RawNet2 writes OUT/best.pt, OUT/last.pt, OUT/last_state.pt (for --resume),
@@ -130,7 +141,7 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
          resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim,
          heldout_protocol=None, vocoded_dir=None, pair_fraction=None, contrastive_weight=0.0,
          nonspeech_fraction=0.0, condition_augment=False, steps_per_epoch=0, fft_frontend=False,
-         **_other_families):
+         ema_decay=0.0, lr_final=None, lr_decay_start=0, keep_every=0, **_other_families):
     import numpy as np
     import torch
 
@@ -181,7 +192,8 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
                                        distill_mix, select_by),
                       pair_fraction=pair_fraction, contrastive_weight=contrastive_weight,
                       nonspeech_fraction=nonspeech_fraction, steps_per_epoch=steps_per_epoch,
-                      fft_frontend=fft_frontend)
+                      fft_frontend=fft_frontend, ema_decay=ema_decay, lr_final=lr_final,
+                      lr_decay_start=lr_decay_start, keep_every=keep_every)
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
