@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 from .errors import OutputRefusedError
 from .textio import read_text
@@ -143,6 +144,18 @@ def staging_dir(out: PathLike, prefix: str = ".bundle-") -> Path:
     parent = Path(out).parent
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=str(parent)))
+
+
+@contextmanager
+def staged_dir(out: PathLike, prefix: str = ".bundle-") -> Iterator[Path]:
+    """A :func:`staging_dir` for building ``out`` in, removed on leaving the block unless it was
+    published (renamed away) inside it: a failed build leaves nothing of ours behind."""
+    tmp = staging_dir(out, prefix=prefix)
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish_dir(staging: PathLike, out: PathLike) -> None:

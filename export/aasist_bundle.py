@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +31,7 @@ import torch
 
 from edge_detector.bundle import default_manifest, load_bundle
 from edge_detector.errors import EdgeDetectorError
+from edge_detector.output_dir import staged_dir
 from edge_detector.windows import WindowRule
 
 from .aasist import AASIST, count_parameters
@@ -136,9 +136,7 @@ def build_aasist_bundle(
     if rule.window != model.config.window:
         raise EdgeDetectorError(f"window of {rule.window} samples, but the model was built for {model.config.window}")
     spec = frontend_spec_for(model) if frontend == "numpy-fft" else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent)))
-    try:
+    with staged_dir(out) as tmp:
         onnx_path = tmp / "model.onnx"
         if spec is not None:
             export_onnx(AASISTBody(model), onnx_path, input_name="features", input_shape=spec.output_shape(rule.window))
@@ -157,8 +155,5 @@ def build_aasist_bundle(
             shutil.copyfile(licence, tmp / "LICENSE")
             manifest["files"]["LICENSE"] = {}
         seal_bundle(tmp, out, onnx_path, manifest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     load_bundle(out)  # the bundle we wrote must load and verify
     return out

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +30,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from edge_detector.bundle import default_manifest, load_bundle, publish, sha256_file, write_manifest
-from edge_detector.output_dir import check_output_dir, staging_dir
+from edge_detector.bundle import default_manifest, load_bundle, sha256_file
+from edge_detector.output_dir import check_output_dir, staged_dir
 from edge_detector.detector import WindowScorer
 from edge_detector.errors import EdgeDetectorError
 from edge_detector.frontend import FrontEndSpec
@@ -223,8 +221,7 @@ def build_bundle(
         raise EdgeDetectorError(f"window of {rule.window} samples is too short for the {spec.taps}-tap front end")
     # The temporary folder sits next to the target so the final rename stays on one file system
     # (and works when the target's parent folder does not exist yet).
-    tmp = staging_dir(out)
-    try:
+    with staged_dir(out) as tmp:
         onnx_path = tmp / "model.onnx"
         if spec is not None:
             export_onnx(module, onnx_path, window=rule.window, input_name="features",
@@ -247,8 +244,5 @@ def build_bundle(
         if extra_manifest:
             manifest.update(extra_manifest)
         seal_bundle(tmp, out, onnx_path, manifest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     load_bundle(out)  # the bundle we wrote must load and verify
     return out

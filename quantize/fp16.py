@@ -24,7 +24,6 @@ import copy
 import datetime as _dt
 import json
 import re
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
-from edge_detector.output_dir import check_output_dir, staging_dir
+from edge_detector.output_dir import check_output_dir, staged_dir
 from edge_detector.detector import WindowScorer, decide
 from edge_detector.errors import BundleError
 from edge_detector.frontend import FrontEndSpec
@@ -357,8 +356,7 @@ def convert_bundle(src: Union[str, Path], out: Union[str, Path], tolerance: floa
     level = bundle.manifest["onnx"]["graph_optimization_level"]
     model = onnx.load(str(bundle.model_path))
     converted, report = convert_for_cpu_fallback(model, keep_fp32_ops, auto_keep_fp32, level)
-    tmp = staging_dir(out, prefix=".fp16-")
-    try:
+    with staged_dir(out, prefix=".fp16-") as tmp:
         model_file = bundle.manifest["onnx"]["file"]
         onnx.save(converted, str(tmp / model_file))
         parity = fp16_parity(bundle, tmp / model_file, audio_windows, n_random=n_random, tolerance=tolerance, seed=seed)
@@ -382,9 +380,6 @@ def convert_bundle(src: Union[str, Path], out: Union[str, Path], tolerance: floa
         onnx.save(converted, str(tmp / model_file))
         write_manifest(tmp, manifest)
         publish(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     result = load_bundle(out)
     summary = {
         "bundle": str(out), "model_id": result.model_id, "variant": "fp16",
