@@ -26,7 +26,9 @@
 # Environment: WORK (artifacts), SIZE (small: 8 filters, 48 channels, GRU 192, FC 96 |
 # wide: 8/64/256/128), EPOCHS (50), STEPS (120 batches of 16 per epoch), TRAIN=0 to re-export
 # $WORK/ship/best.pt, SHIP=0 to leave edge_detector/models alone, EXCLUDE_CORPORA (corpora
-# to leave out, e.g. CSMSC for licence reasons: see the corpus README).
+# to leave out, e.g. CSMSC for licence reasons: see the corpus README), TRAIN_ARGS (more
+# `edge-detect train` options, e.g. "--ema-decay 0.998 --lr-final 2e-5": weight averaging and
+# LR decay, which steady the validation curve but did not lower its level; README, "Is it compute?").
 # Wall time on the 2-core dev machine: vocoding ~11 min (2 jobs) + Lyra copies ~1.3 min,
 # training 1.5-2 min per epoch at one thread (~80 min for the shipped 50 epochs; the run's
 # report.json records its own), export + int8 + calibration + reports ~1 min (TRAIN=0).
@@ -37,6 +39,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 ED=("$PY" -W ignore -m edge_detector.cli)
 WORK=${WORK:-artifacts}
 EPOCHS=${EPOCHS:-50}
+read -r -a EXTRA_TRAIN <<< "${TRAIN_ARGS:-}"
 STEPS=${STEPS:-120}
 SIZE=${SIZE:-small}
 EXCLUDE_CORPORA=${EXCLUDE_CORPORA:-}
@@ -63,7 +66,8 @@ if [ "${TRAIN:-1}" != 0 ]; then
       --heldout-protocol "$WORK/splits/test.txt" --audio-dir "$DATA" --out "$WORK/ship" \
       --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch-size 16 --lr 1e-3 --threads 1 \
       --vocoded "$WORK/vocoded" --contrastive-weight 0.2 --nonspeech-fraction 0.06 --fft-frontend \
-      --no-augment --class-weights 0.5,0.5 "${SIZES[@]}" --cache-dir "$WORK/cache"
+      --no-augment --class-weights 0.5,0.5 "${SIZES[@]}" --cache-dir "$WORK/cache" \
+      ${EXTRA_TRAIN[@]+"${EXTRA_TRAIN[@]}"}
 fi
 # Calibration and thresholds on every held-out file (validation and test families): data no
 # checkpoint was trained on. EER is threshold-free, so the test report stays a clean measure.

@@ -39,8 +39,9 @@ def eer_of(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def checkpoint_eers(checkpoints: list[str], sets: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
-    """Per checkpoint: its epoch (from the checkpoint's meta), validation EER it recorded, and the
-    EER on each named set (``sets``: name → :class:`export.dataset.Corpus`)."""
+    """Per checkpoint (named ``run folder/file``): its epoch (from the checkpoint's meta), the
+    validation EER it recorded, and the EER on each named set (``sets``: name →
+    :class:`export.dataset.Corpus`, labels 1 = bona fide)."""
     import torch
 
     from export.rawnet2 import load_checkpoint
@@ -50,7 +51,7 @@ def checkpoint_eers(checkpoints: list[str], sets: dict[str, Any], threads: int =
     rows = []
     for path in checkpoints:
         model, meta = load_checkpoint(path)
-        row: dict[str, Any] = {"checkpoint": Path(path).name, "epoch": meta.get("epoch"),
+        row: dict[str, Any] = {"checkpoint": f"{Path(path).parent.name}/{Path(path).name}", "epoch": meta.get("epoch"),
                                "recorded_val_eer": meta.get("val_eer")}
         for name, corpus in sets.items():
             row[f"{name}_eer"] = eer_of(score_signals(model, corpus.signals), corpus.labels)
