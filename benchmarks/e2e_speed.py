@@ -173,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     full = per_window(samples["full_long"], samples["full_short"], n_long, n_short)
     report = {
         "benchmark": "e2e_speed",
-        "command": "nice -n 15 " + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/e2e_speed.py",
+        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "") + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/e2e_speed.py",
                                              *(argv if argv is not None else sys.argv[1:])]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bundle": args.bundle, "model_id": det.bundle.model_id, "variant": det.bundle.manifest["model"]["variant"],
