@@ -154,3 +154,29 @@ def aligned_crops(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
 
 def pick_copy(copies: Sequence[int], rng: np.random.Generator) -> Optional[int]:
     return int(copies[int(rng.integers(len(copies)))]) if copies else None
+
+
+def matched_index(entries: Sequence[ProtocolEntry],
+                  pairs: Optional[dict[int, list[int]]] = None) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Speaker-matched couples for :class:`export.train.Trainer` (``matched_fraction``).
+
+    Returns ``(spoofs, weights, bona_of)``: the indices of spoofs of real systems (vocoded
+    copies, the values of ``pairs``, are left out: their pairs already match them) whose source
+    (:func:`edge_detector.protocol.source_of` of the speaker, e.g. ``LJ``) also has bona fide
+    files; their draw probabilities (∝ 1/sqrt(system size), as :class:`BalancedSampler`); and
+    for each such spoof the indices of the bona fide files of its source. Empty arrays when
+    no spoof has a same-source bona fide file.
+    """
+    copies = {j for js in (pairs or {}).values() for j in js}
+    bona: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(entries):
+        if e.is_bonafide:
+            bona[source_of(e.speaker)].append(i)
+    spoofs = [i for i, e in enumerate(entries)
+              if not e.is_bonafide and i not in copies and source_of(e.speaker) in bona]
+    counts: dict[str, int] = defaultdict(int)
+    for i in spoofs:
+        counts[group_key(entries[i])] += 1
+    w = np.array([counts[group_key(entries[i])] ** -0.5 for i in spoofs], dtype=np.float64)
+    bona_of = {i: np.array(bona[source_of(entries[i].speaker)], dtype=np.int64) for i in spoofs}
+    return np.array(spoofs, dtype=np.int64), (w / w.sum() if len(w) else w), bona_of

@@ -63,6 +63,10 @@ class TrainConfig:
     contrastive_temperature: float = 0.1
     nonspeech_fraction: float = 0.0
     steps_per_epoch: int = 0
+    # Share of each batch made of speaker-matched couples: a spoof of a real system and a bona fide
+    # file of the same source (speaker prefix, e.g. LJ, VCTK), under one recording condition, so
+    # that a voice spoofed often never predicts the label on its own.
+    matched_fraction: float = 0.0
     fft_frontend: bool = False  # train through the sinc bank with FFT convolution (same output, faster)
     # Weight averaging and learning-rate decay. ema_decay > 0 keeps an exponential moving average
     # of the weights (and BatchNorm statistics), updated after every step; validation, best.pt and
@@ -134,6 +138,8 @@ class Trainer:
         self.nonspeech = nonspeech or []
         if cfg.pair_fraction > 0 and not self.pairs:
             raise ValueError("pair_fraction > 0 needs vocoded pairs of training files (train --vocoded DIR)")
+        if cfg.pair_fraction + cfg.matched_fraction + cfg.nonspeech_fraction > 1.0 + 1e-9:
+            raise ValueError("pair_fraction + matched_fraction + nonspeech_fraction must not exceed 1 (shares of one batch)")
         if cfg.nonspeech_fraction > 0 and not self.nonspeech:
             raise ValueError("nonspeech_fraction > 0 needs a bank of non-speech signals")
         if cfg.fft_frontend:
@@ -146,6 +152,11 @@ class Trainer:
         counts = Counter(keys)
         w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
         self._paired_sources, self._paired_weights = paired, (w / w.sum() if len(w) else w)
+        from .pair_training import matched_index
+
+        self._matched = matched_index(train.entries, self.pairs)
+        if cfg.matched_fraction > 0 and not len(self._matched[0]):
+            raise ValueError("matched_fraction > 0 needs spoofs whose source also has bona fide training files")
         self.teacher = teacher.eval() if teacher is not None else None
         if self.teacher is not None:
             for p in self.teacher.parameters():
@@ -313,6 +324,16 @@ class Trainer:
                     a, b = same_condition(self.augment_fn, a, b)
                 crops += [a, b]
                 ys += [1, 0]
+        spoofs, weights, bona_of = self._matched
+        for _ in range(int(round(bs * self.cfg.matched_fraction / 2))):
+            j = int(spoofs[sampler.rng.choice(len(spoofs), p=weights)])
+            same_source = bona_of[j]
+            i = int(same_source[int(rng.integers(len(same_source)))])
+            a, b = random_crop(sig[i], rng), random_crop(sig[j], rng)
+            if self.augment_fn is not None:
+                a, b = same_condition(self.augment_fn, a, b)
+            crops += [a, b]
+            ys += [1, 0]
         for _ in range(n_non):
             x = random_crop(self.nonspeech[int(rng.integers(len(self.nonspeech)))], rng)
             crops.append(self.augment_fn(x) if self.augment_fn is not None else x)
@@ -368,7 +389,7 @@ class Trainer:
     def train_epoch(self) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.epoch)
-        if self.cfg.pair_fraction > 0 or self.cfg.nonspeech_fraction > 0:
+        if self.cfg.pair_fraction > 0 or self.cfg.nonspeech_fraction > 0 or self.cfg.matched_fraction > 0:
             self.model.train()
             apply_freeze(self.model, trainable_groups_at(self.epoch, self.cfg))
             return self._pair_epoch()

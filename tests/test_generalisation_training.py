@@ -21,7 +21,7 @@ from edge_detector.protocol import ProtocolEntry, read_protocol, write_protocol 
 from export.augment_codec import ConditionAugment, ConditionParams, codec_round_trip, same_condition, telephone_channel  # noqa: E402
 from export.augment_channel import build_training_augment  # noqa: E402
 from export.family_splits import SourceInfo, family_split, read_sources  # noqa: E402
-from export.pair_training import BalancedSampler, aligned_crops, pair_index, supervised_contrastive  # noqa: E402
+from export.pair_training import BalancedSampler, aligned_crops, matched_index, pair_index, supervised_contrastive  # noqa: E402
 from export.rawnet2 import fft_valid_conv  # noqa: E402
 
 SR = 16000
@@ -169,6 +169,24 @@ def test_pair_index_and_aligned_crops():
     assert len(short_a) == 64600 and np.array_equal(short_a[:900], short_b[:900])
 
 
+def test_matched_index_couples_spoofs_with_bona_fide_of_their_own_source():
+    entries = [ProtocolEntry("LJ", "lj_b0", "-", "bonafide"), ProtocolEntry("LJ", "lj_b1", "-", "bonafide"),
+               ProtocolEntry("VCTK_p1", "v_b0", "-", "bonafide"),
+               ProtocolEntry("LJ", "lj_s0", "tacotron", "spoof"), ProtocolEntry("LJ", "lj_s1", "tacotron", "spoof"),
+               ProtocolEntry("LJ", "lj_s2", "glowtts", "spoof"), ProtocolEntry("VCTK_p9", "v_s0", "yourtts", "spoof"),
+               ProtocolEntry("TTS", "x_s0", "espeak", "spoof"),  # no bona fide of its source: left out
+               ProtocolEntry("LJ", "lj_b0__voc-world", "copysyn_world", "spoof")]  # a copy: matched by its pair
+    pairs = pair_index(entries, {"lj_b0__voc-world": "lj_b0"})
+    spoofs, weights, bona_of = matched_index(entries, pairs)
+    assert spoofs.tolist() == [3, 4, 5, 6]
+    assert bona_of[3].tolist() == [0, 1] and bona_of[6].tolist() == [2]  # same source (VCTK), other speaker
+    # systems weighted 1/sqrt(size): tacotron's two files share sqrt(2) of the mass glowtts's one file has
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[0] == pytest.approx(weights[2] / np.sqrt(2))
+    empty = matched_index(entries[:3], None)
+    assert len(empty[0]) == 0 and empty[2] == {}
+
+
 pyworld = pytest.importorskip("pyworld")
 
 
@@ -293,3 +311,35 @@ def test_pair_aware_training_runs_and_pairs_share_crop_and_condition(tmp_path):
     assert result["epochs"] == 1 and np.isfinite(result["history"][0]["loss"])
     with pytest.raises(ValueError, match="vocoded pairs"):
         Trainer(model, train, train, tmp_path, TrainConfig(pair_fraction=0.5), log=lambda s: None)
+
+
+def test_matched_couples_enter_the_batch_from_one_source_under_one_condition(tmp_path):
+    from export.dataset import Corpus
+    from export.rawnet2 import RawNet2, RawNet2Config
+    from export.train import TrainConfig, Trainer
+
+    # The LJ spoof is the LJ bona fide signal itself, shorter than a window: both crops are the
+    # same tiled signal, so they come out identical exactly when they share one condition draw.
+    voice = _speechlike(1.5, seed=1)
+    entries = [ProtocolEntry("LJ", "b0", "-", "bonafide"), ProtocolEntry("LS_1", "b1", "-", "bonafide"),
+               ProtocolEntry("LJ", "s0", "tacotron", "spoof"), ProtocolEntry("TTS", "s1", "espeak", "spoof")]
+    signals = [voice, _speechlike(4.2, seed=2), voice.copy(), _speechlike(4.2, seed=3)]
+    train = Corpus(entries, signals)
+    augment = build_training_augment(False, True, seed=3)  # band limit and gain on a shared generator
+    cfg = TrainConfig(epochs=1, batch_size=8, matched_fraction=0.5, steps_per_epoch=1, augment=False,
+                      class_weights=(0.5, 0.5))
+    model = RawNet2(RawNet2Config(sinc_filters=4, stage1_channels=4, stage2_channels=8, gru_hidden=8, gru_layers=1,
+                                  fc1_dim=8))
+    trainer = Trainer(model, train, train, tmp_path, cfg, augment_fn=augment, log=lambda s: None)
+    crops, ys = trainer._pair_batch(BalancedSampler(entries, trainer.rng))
+    assert len(crops) == 8 and ys[:4].tolist() == [1, 0, 1, 0]
+    np.testing.assert_array_equal(crops[0], crops[1])  # couple 1: b0 with s0, one condition
+    np.testing.assert_array_equal(crops[2], crops[3])  # couple 2
+    assert not np.array_equal(crops[0], crops[2])  # the two couples drew different conditions
+    assert np.isfinite(trainer.fit()["history"][0]["loss"])
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        Trainer(model, train, train, tmp_path, TrainConfig(matched_fraction=0.6, nonspeech_fraction=0.5),
+                nonspeech=[signals[0]], log=lambda s: None)
+    no_match = Corpus([entries[1], entries[3]], [signals[1], signals[3]])
+    with pytest.raises(ValueError, match="same source|source also has bona fide"):
+        Trainer(model, no_match, train, tmp_path, TrainConfig(matched_fraction=0.5), log=lambda s: None)

@@ -65,6 +65,9 @@ from ._common import distill_config, distill_options, finetune_options, fail, lo
               help="rawnet2: weight of the supervised contrastive term on the utterance embeddings.")
 @click.option("--nonspeech-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="rawnet2: share of each batch made of synthetic non-speech signals labelled spoof.")
+@click.option("--matched-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="rawnet2: share of each batch made of (spoof, bona fide file of the same source/voice) "
+                   "couples under one recording condition: a voice spoofed often stops predicting the label.")
 @click.option("--condition-augment/--no-condition-augment", default=True, show_default=True,
               help="rawnet2: rooms, MP3/Vorbis/Opus, G.711 telephone band and noise on both classes alike.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=0), default=0, show_default=True,
@@ -98,7 +101,8 @@ def train_command(model: str, protocol_path: str, audio_dir: str, out_dir: str, 
                   gmm_components: int, gmm_iter: int, gmm_max_frames: int, vocoded_dir: Optional[str],
                   pair_fraction: Optional[float], contrastive_weight: float, nonspeech_fraction: float,
                   condition_augment: bool, steps_per_epoch: int, fft_frontend: bool, ema_decay: float,
-                  lr_final: Optional[float], lr_decay_start: int, keep_every: int) -> None:
+                  lr_final: Optional[float], lr_decay_start: int, keep_every: int,
+                  matched_fraction: float) -> None:
     """Train RawNet2 (official recipe by default, keep the best-validation-EER checkpoint) or LFCC-GMM.
 
     RawNet2 writes OUT/best.pt, OUT/last.pt, OUT/last_state.pt (for --resume),
@@ -141,7 +145,8 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
          resume_state, distill_from, distill_alpha, distill_temperature, distill_loss, distill_mix, select_by, seed, threads, cache_dir, sinc_filters, stage2_channels, gru_hidden, gru_layers, fc1_dim,
          heldout_protocol=None, vocoded_dir=None, pair_fraction=None, contrastive_weight=0.0,
          nonspeech_fraction=0.0, condition_augment=False, steps_per_epoch=0, fft_frontend=False,
-         ema_decay=0.0, lr_final=None, lr_decay_start=0, keep_every=0, **_other_families):
+         ema_decay=0.0, lr_final=None, lr_decay_start=0, keep_every=0, matched_fraction=0.0,
+         **_other_families):
     import numpy as np
     import torch
 
@@ -193,7 +198,7 @@ def _run(protocol_path, audio_dir, out_dir, val_protocol, val_fraction, holdout_
                       pair_fraction=pair_fraction, contrastive_weight=contrastive_weight,
                       nonspeech_fraction=nonspeech_fraction, steps_per_epoch=steps_per_epoch,
                       fft_frontend=fft_frontend, ema_decay=ema_decay, lr_final=lr_final,
-                      lr_decay_start=lr_decay_start, keep_every=keep_every)
+                      lr_decay_start=lr_decay_start, keep_every=keep_every, matched_fraction=matched_fraction)
     sizes = RawNet2Config(sinc_filters=sinc_filters, stage1_channels=sinc_filters, stage2_channels=stage2_channels,
                           gru_hidden=gru_hidden, gru_layers=gru_layers, fc1_dim=fc1_dim)
     model = build_model(sizes, init_ckpt)
