@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import profile_path  # noqa: E402  (first: keeps the caller's environment for children)
 import numpy as np  # noqa: E402
 
-from edge_detector.benchmarking.environment import capture_environment  # noqa: E402
+from edge_detector.benchmarking.environment import benchmark_command, capture_environment  # noqa: E402
 from edge_detector.defaults import DEFAULT_BUNDLE_DIR  # noqa: E402
 
 #: Runs the CLI with the Detector's default ``max_batch`` replaced (argv[1]); peak RSS on stderr at exit.
@@ -80,8 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           "cpu_ms_long": [a["cpu_ms"] for a in lo], "cpu_ms_short": [c["cpu_ms"] for c in sh],
                           "windows": [lo[0]["windows"], sh[0]["windows"]]}
     report = {"benchmark": "batch_size",
-              "command": "nice -n 15 " + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/batch_size.py",
-                                                   *(argv if argv is not None else sys.argv[1:])]),
+              "command": benchmark_command("benchmarks/batch_size.py", argv),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "bundle": args.bundle, "nice": os.nice(0),
               "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
               "max_batch": result, "environment": capture_environment()}

@@ -44,7 +44,7 @@ import profile_path  # noqa: E402,F401  (first: keeps the caller's environment f
 import numpy as np  # noqa: E402
 
 from edge_detector.audio import load_audio  # noqa: E402
-from edge_detector.benchmarking.environment import capture_environment  # noqa: E402
+from edge_detector.benchmarking.environment import benchmark_command, capture_environment  # noqa: E402
 from edge_detector.defaults import DEFAULT_BUNDLE_DIR  # noqa: E402
 from edge_detector.detector import Detector  # noqa: E402
 from edge_detector.session import SessionSettings  # noqa: E402
@@ -173,8 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     full = per_window(samples["full_long"], samples["full_short"], n_long, n_short)
     report = {
         "benchmark": "e2e_speed",
-        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "") + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/e2e_speed.py",
-                                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": benchmark_command("benchmarks/e2e_speed.py", argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bundle": args.bundle, "model_id": det.bundle.model_id, "variant": det.bundle.manifest["model"]["variant"],
         "full_model": {"parameters": n_params, "weights": args.checkpoint or "random (official sizes)",

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import profile_path  # noqa: E402,F401  (first: keeps the caller's environment for children, then 1 BLAS thread)
 import numpy as np  # noqa: E402
 
-from edge_detector.benchmarking.environment import capture_environment  # noqa: E402
+from edge_detector.benchmarking.environment import benchmark_command, capture_environment  # noqa: E402
 from edge_detector.benchmarking.latency import time_interleaved  # noqa: E402
 from edge_detector.bundle import load_bundle  # noqa: E402
 from edge_detector.defaults import DEFAULT_BUNDLE_DIR  # noqa: E402
@@ -150,8 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     bound_ms = med["window:fp32"] - frac * med["graph:fp32"]
     report = {
         "benchmark": "int8_speed",
-        "command": "nice -n 15 " + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/int8_speed.py",
-                                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": benchmark_command("benchmarks/int8_speed.py", argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pinned_cpus": cpus, "nice": os.nice(0),
         "threads": 1, "runs": args.runs, "warmup": args.warmup, "clock": args.clock,
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_detector.audio import check_scorable, load_audio, to_mono_float  # noqa: E402
-from edge_detector.benchmarking.environment import capture_environment  # noqa: E402
+from edge_detector.benchmarking.environment import benchmark_command, capture_environment  # noqa: E402
 from edge_detector.defaults import DEFAULT_BUNDLE_DIR  # noqa: E402
 from edge_detector.demo_audio import synthesize_vowels  # noqa: E402
 from edge_detector.detector import Detector, decide  # noqa: E402
@@ -397,8 +397,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         }
     report = {
         "benchmark": "profile_path",
-        "command": "nice -n 15 " + " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/profile_path.py",
-                                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": benchmark_command("benchmarks/profile_path.py", argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pinned_cpus": cpus, "nice": os.nice(0), "onnxruntime_threads": 1, "windows": args.windows,
         "clock": args.clock, "load_average_at_start": load_avg,

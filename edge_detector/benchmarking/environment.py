@@ -84,6 +84,27 @@ def _meminfo_total() -> Optional[int]:
     return None
 
 
+def _project_relative(path: str, root: Path) -> str:
+    """``path`` relative to the project ``root`` when it lies inside it (no machine paths in results)."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(root)) if Path(path).is_absolute() else path
+    except ValueError:
+        return path
+
+
+def benchmark_command(script: str, argv: Optional[list[str]] = None) -> str:
+    """The command line that reproduces this benchmark run, as recorded in its result file.
+
+    ``script``: the benchmark's path relative to the project root (e.g. ``benchmarks/e2e_speed.py``);
+    ``argv``: its arguments (default ``sys.argv[1:]``). The interpreter is given relative to the
+    project root, and prefixed by ``nice -n N`` only when the process really runs at nice level N.
+    """
+    root = Path(__file__).resolve().parents[2]
+    nice = os.nice(0)
+    parts = [_project_relative(sys.executable, root), script, *(argv if argv is not None else sys.argv[1:])]
+    return (f"nice -n {nice} " if nice else "") + " ".join(parts)
+
+
 def capture_environment() -> dict[str, Any]:
     """Everything about this machine and software a benchmark figure depends on.
 
@@ -104,7 +125,7 @@ def capture_environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "kernel": platform.release(),
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
-                   "executable": sys.executable},
+                   "executable": _project_relative(sys.executable, root)},
         "packages": {name: _version(name) for name in _PACKAGES},
         "numpy_runtime": np.__version__,
         "onnxruntime": {"version": ort.__version__, "device": ort.get_device(),
