@@ -188,16 +188,23 @@ def _changed(before: dict, module) -> set[str]:
     return {k for k, v in before.items() if not torch.equal(v, after[k])}
 
 
-def test_frozen_parameters_do_not_move_in_a_training_step(tmp_path):
+def _tiny_trainer(tmp_path, n_files: int = 8, **cfg_kwargs) -> Trainer:
+    """A Trainer of a tiny RawNet2 on ``n_files`` alternating spoof (buzzy) / bona fide (speech-like) 1 s
+    signals, batch 4, lr 1e-2, no augmentation; validation on the same files."""
     torch.manual_seed(0)
     model = RawNet2(RawNet2Config(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32,
                                   gru_layers=1, fc1_dim=32))
     entries = [ProtocolEntry("SRCA_a", f"F{i}", "-" if i % 2 else "tts", "bonafide" if i % 2 else "spoof")
-               for i in range(4)]
-    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(4)]
+               for i in range(n_files)]
+    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(n_files)]
     data = Corpus(entries, signals)
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-2, freeze_epochs=1, unfreeze_every=1, augment=False)
-    trainer = Trainer(model, data, data, tmp_path, cfg, log=lambda s: None)
+    cfg = TrainConfig(batch_size=4, lr=1e-2, augment=False, **cfg_kwargs)
+    return Trainer(model, data, data, tmp_path, cfg, log=lambda s: None)
+
+
+def test_frozen_parameters_do_not_move_in_a_training_step(tmp_path):
+    trainer = _tiny_trainer(tmp_path, n_files=4, epochs=3, freeze_epochs=1, unfreeze_every=1)
+    model = trainer.model
 
     head = ("bn_before_gru.", "gru.", "fc1_gru.", "fc2_gru.")
     before = _snapshot(model)
@@ -372,16 +379,6 @@ def test_fidelity_selection_keeps_the_epoch_that_ranks_most_like_the_teacher(tmp
 # --------------------------------------------------------------------------- weight averaging, LR decay
 
 
-def _tiny_trainer(tmp_path, **cfg_kwargs) -> Trainer:
-    torch.manual_seed(0)
-    model = RawNet2(RawNet2Config(sinc_filters=8, stage1_channels=8, stage2_channels=16, gru_hidden=32,
-                                  gru_layers=1, fc1_dim=32))
-    entries = [ProtocolEntry("SRCA_a", f"F{i}", "-" if i % 2 else "tts", "bonafide" if i % 2 else "spoof")
-               for i in range(8)]
-    signals = [speechlike(1.0, seed=i) if i % 2 else buzzy(1.0, seed=i) for i in range(8)]
-    data = Corpus(entries, signals)
-    cfg = TrainConfig(batch_size=4, lr=1e-2, augment=False, **cfg_kwargs)
-    return Trainer(model, data, data, tmp_path, cfg, log=lambda s: None)
 
 
 def test_cosine_learning_rate_schedule_and_its_use_in_an_epoch(tmp_path):
