@@ -225,6 +225,18 @@ def fit_fusion(manifest: Mapping[str, Any], features: np.ndarray, labels: np.nda
     return {"fusion": fusion, "calibration": calibration}, x @ weights + bias, summary
 
 
+def check_weights(weights: Sequence[float]) -> list[float]:
+    """``weights`` as floats when every one is finite and > 0; raises ValueError otherwise.
+
+    A zero weight silences a member, a negative one turns its evidence around, and all-zero
+    weights would give every input llr 0. Only `calibrate` fits weights from labelled audio.
+    """
+    w = [float(v) for v in weights]
+    if not all(math.isfinite(v) and v > 0 for v in w):
+        raise ValueError(f"every fusion weight must be a finite number > 0, got {w}")
+    return w
+
+
 def fusion_manifest(members: Sequence["Bundle"], folders: Sequence[str],
                     weights: Optional[Sequence[float]] = None) -> dict[str, Any]:
     """The manifest of a new (uncalibrated) fusion of ``members`` stored in ``folders``.
@@ -240,9 +252,7 @@ def fusion_manifest(members: Sequence["Bundle"], folders: Sequence[str],
     from .digest import sha256
 
     k = len(members)
-    w = [1.0 / k] * k if weights is None else [float(v) for v in weights]
-    if not all(math.isfinite(v) and v > 0 for v in w):
-        raise ValueError(f"fusion weights must be finite and > 0, got {w}")
+    w = [1.0 / k] * k if weights is None else check_weights(weights)
     accept = sum(w) * max(float(m.manifest["thresholds"]["accept"]) for m in members)
     reject = min(accept, sum(w) * max(float(m.manifest["thresholds"]["reject"]) for m in members))
     first = members[0].manifest

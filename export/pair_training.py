@@ -76,19 +76,25 @@ def group_key(entry: ProtocolEntry) -> str:
     return f"spoof:{entry.system}" if not entry.is_bonafide else f"bonafide:{source_of(entry.speaker)}"
 
 
+def sqrt_balanced(keys: Sequence[object]) -> np.ndarray:
+    """Draw probabilities for items with group ``keys``: each item ∝ 1/sqrt(its group's size), so a
+    group's total mass is ∝ sqrt(size); normalised to sum 1 (an empty array for no items)."""
+    counts: dict[object, int] = defaultdict(int)
+    for k in keys:
+        counts[k] += 1
+    w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
+    return w / w.sum() if len(w) else w
+
+
 class BalancedSampler:
     """Draw file indices class-balanced, groups weighted ∝ sqrt(size) (each file ∝ 1/sqrt(group size))."""
 
     def __init__(self, entries: Sequence[ProtocolEntry], rng: np.random.Generator) -> None:
         self.rng = rng
-        counts: dict[str, int] = defaultdict(int)
-        for e in entries:
-            counts[group_key(e)] += 1
         self.by_class: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for c in (0, 1):
+        for c in (0, 1):  # group keys carry the class, so counting within a class counts the group
             idx = np.array([i for i, e in enumerate(entries) if e.target == c], dtype=np.int64)
-            w = np.array([counts[group_key(entries[i])] ** -0.5 for i in idx], dtype=np.float64)
-            self.by_class[c] = (idx, w / w.sum() if len(w) else w)
+            self.by_class[c] = (idx, sqrt_balanced([group_key(entries[i]) for i in idx]))
 
     def draw(self, label: int, k: int) -> np.ndarray:
         idx, p = self.by_class[label]
@@ -174,9 +180,5 @@ def matched_index(entries: Sequence[ProtocolEntry],
             bona[source_of(e.speaker)].append(i)
     spoofs = [i for i, e in enumerate(entries)
               if not e.is_bonafide and i not in copies and source_of(e.speaker) in bona]
-    counts: dict[str, int] = defaultdict(int)
-    for i in spoofs:
-        counts[group_key(entries[i])] += 1
-    w = np.array([counts[group_key(entries[i])] ** -0.5 for i in spoofs], dtype=np.float64)
     bona_of = {i: np.array(bona[source_of(entries[i].speaker)], dtype=np.int64) for i in spoofs}
-    return np.array(spoofs, dtype=np.int64), (w / w.sum() if len(w) else w), bona_of
+    return np.array(spoofs, dtype=np.int64), sqrt_balanced([group_key(entries[i]) for i in spoofs]), bona_of

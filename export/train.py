@@ -13,7 +13,6 @@ import json
 import random
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -145,15 +144,11 @@ class Trainer:
         if cfg.fft_frontend:
             model.sinc.use_fft = True
         # Paired bona fide files, drawn with weight 1/sqrt(size of their corpus).
-        from .pair_training import group_key
+        from .pair_training import group_key, matched_index, sqrt_balanced
 
         paired = np.array(sorted(self.pairs), dtype=np.int64)
-        keys = [group_key(train.entries[int(i)]) for i in paired]
-        counts = Counter(keys)
-        w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
-        self._paired_sources, self._paired_weights = paired, (w / w.sum() if len(w) else w)
-        from .pair_training import matched_index
-
+        self._paired_sources = paired
+        self._paired_weights = sqrt_balanced([group_key(train.entries[int(i)]) for i in paired])
         self._matched = matched_index(train.entries, self.pairs)
         if cfg.matched_fraction > 0 and not len(self._matched[0]):
             raise ValueError("matched_fraction > 0 needs spoofs whose source also has bona fide training files")
@@ -258,12 +253,10 @@ class Trainer:
         """
         from edge_detector.protocol import source_of
 
+        from .pair_training import sqrt_balanced
+
         keys = [(source_of(e.speaker), e.label) for e in self.train_set.entries]
-        counts: dict = {}
-        for k in keys:
-            counts[k] = counts.get(k, 0) + 1
-        w = np.array([counts[k] ** -0.5 for k in keys], dtype=np.float64)
-        return self.rng.choice(len(keys), size=len(keys), replace=True, p=w / w.sum())
+        return self.rng.choice(len(keys), size=len(keys), replace=True, p=sqrt_balanced(keys))
 
     def _distill_loss(self, xb: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
         """The teacher term on the same (augmented) crops.
@@ -315,25 +308,24 @@ class Trainer:
         n_non = int(round(bs * self.cfg.nonspeech_fraction))
         crops: list[np.ndarray] = []
         ys: list[int] = []
+
+        def add_couple(bona: np.ndarray, spoof: np.ndarray) -> None:  # one recording condition for both
+            if self.augment_fn is not None:
+                bona, spoof = same_condition(self.augment_fn, bona, spoof)
+            crops.extend([bona, spoof])
+            ys.extend([1, 0])
+
         if n_pairs:
             paired = self._paired_sources
             for i in paired[sampler.rng.choice(len(paired), size=n_pairs, p=self._paired_weights)]:
                 j = pick_copy(self.pairs[int(i)], rng)
-                a, b = aligned_crops(sig[int(i)], sig[j], rng)
-                if self.augment_fn is not None:
-                    a, b = same_condition(self.augment_fn, a, b)
-                crops += [a, b]
-                ys += [1, 0]
+                add_couple(*aligned_crops(sig[int(i)], sig[j], rng))
         spoofs, weights, bona_of = self._matched
         for _ in range(int(round(bs * self.cfg.matched_fraction / 2))):
             j = int(spoofs[sampler.rng.choice(len(spoofs), p=weights)])
             same_source = bona_of[j]
             i = int(same_source[int(rng.integers(len(same_source)))])
-            a, b = random_crop(sig[i], rng), random_crop(sig[j], rng)
-            if self.augment_fn is not None:
-                a, b = same_condition(self.augment_fn, a, b)
-            crops += [a, b]
-            ys += [1, 0]
+            add_couple(random_crop(sig[i], rng), random_crop(sig[j], rng))
         for _ in range(n_non):
             x = random_crop(self.nonspeech[int(rng.integers(len(self.nonspeech)))], rng)
             crops.append(self.augment_fn(x) if self.augment_fn is not None else x)

@@ -53,7 +53,7 @@ import numpy as np
 
 from edge_detector.audio import load_audio
 from edge_detector.bundle import Bundle, load_bundle, publish, write_manifest
-from edge_detector.output_dir import check_output_dir, staging_dir
+from edge_detector.output_dir import check_output_dir, staged_dir
 from edge_detector.detector import Detector, WindowScorer, decide
 from edge_detector.errors import AudioError, EdgeDetectorError
 from edge_detector.metrics import compute_eer
@@ -399,8 +399,7 @@ def quantize_bundle(
     eer_fp32 = eer_of(ref_scores, evalset.labels)
     ref_decisions = decisions(src, ref_scores)
 
-    work = staging_dir(out, prefix=".quantize-")
-    try:
+    with staged_dir(out, prefix=".quantize-") as work:  # scratch files; removed on leaving
         pre = work / "pre.onnx"
         quant_pre_process(str(src.model_path), str(pre))
         pre_model = onnx.load(str(pre))
@@ -571,8 +570,7 @@ def quantize_bundle(
         manifest["quantization"] = recipe
         manifest["files"] = {manifest["onnx"]["file"]: {}}
 
-        stage = staging_dir(out)
-        try:
+        with staged_dir(out) as stage:
             shutil.copyfile(final_path, stage / manifest["onnx"]["file"])
             from export.onnx_meta import add_onnx_metadata
 
@@ -590,10 +588,5 @@ def quantize_bundle(
                 raise QuantizationError("the written bundle does not reproduce the evaluated int8 scores")
             del det
             publish(stage, out)
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     final_bundle = load_bundle(out)
     return QuantizeResult(out, final_bundle.manifest, report)

@@ -1,8 +1,6 @@
 """`edge-detect fuse`: several bundles → one fusion bundle (weighted sum of their calibrated scores; no torch)."""
 from __future__ import annotations
 
-import math
-
 import json
 import re
 import shutil
@@ -61,11 +59,12 @@ def _parse_weights(text: Optional[str], count: int) -> Optional[list[float]]:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint="--weights") from None
     if len(values) != count:
         raise click.BadParameter(f"{len(values)} weight(s) for {count} member bundles", param_hint="--weights")
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        # a zero weight silences a member, a negative one turns its evidence around; all-zero
-        # weights would give every input llr 0. Only `calibrate` may fit weights from labelled audio.
-        raise click.BadParameter(f"{text!r}: every weight must be a finite number > 0", param_hint="--weights")
-    return values
+    from ..fusion import check_weights
+
+    try:
+        return check_weights(values)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint="--weights") from None
 
 
 @click.command("fuse")
